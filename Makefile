@@ -1,0 +1,46 @@
+# Every target sets itself up: a fresh clone needs only `make run` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+export PORT
+
+.PHONY: run test lint fmt typecheck bench worker migrate clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+migrate: $(STAMP)
+	$(BIN)/python manage.py migrate --no-input -v 0
+
+## Serve API + admin with gunicorn on 127.0.0.1:$(PORT) (embedded mode unless REDIS_URL is set).
+run: migrate
+	$(BIN)/python manage.py bootstrap_demo
+	exec $(BIN)/gunicorn project.wsgi:application -c project/gunicorn.conf.py
+
+## The whole test suite (needs Redis on REDIS_URL or 127.0.0.1:6379; PostgreSQL for its tests).
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python bench/provision.py
+
+## A Celery worker (needs REDIS_URL).
+worker: migrate
+	$(BIN)/celery -A project worker --loglevel INFO
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

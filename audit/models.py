@@ -1,0 +1,1 @@
+"""Hash-chained audit events arrive with the archives issue."""

@@ -1,0 +1,103 @@
+"""The NinjaAPI instance: authentication, error rendering, and each app's router."""
+
+import logging
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import HttpBearer
+
+from project.errors import error_response
+from tenants.exceptions import ApplicationError
+
+logger = logging.getLogger(__name__)
+
+
+class ApiKeyAuth(HttpBearer):
+    """`Authorization: Bearer <api key>`; the key names the tenant.
+
+    `tenants.middleware.ApiKeyTenantMiddleware` resolves the key and binds the tenant before
+    the view runs; this only fails closed when it did not.
+    """
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        return getattr(request, "tenant", None)
+
+
+api = NinjaAPI(
+    title="agentdb",
+    version="1",
+    description=(
+        "Database-per-tenant and database-per-run backend for agent applications. "
+        "Every endpoint under /api/v1/ takes `Authorization: Bearer <api key>`. "
+        'Errors answer `{"error": {"code", "message"}}`.'
+    ),
+    auth=ApiKeyAuth(),
+    urls_namespace="api",
+)
+
+
+@api.exception_handler(ApplicationError)
+def _application_error(request: HttpRequest, exc: ApplicationError) -> HttpResponse:
+    return error_response(exc.status, exc.code, exc.message)
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    problems = []
+    for err in exc.errors:
+        where = ".".join(str(part) for part in err.get("loc", ()))
+        problems.append(f"{where}: {err.get('msg', 'invalid')}")
+    details = [{"loc": e.get("loc"), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors]
+    return error_response(422, "invalid", "; ".join(problems) or "Invalid input.", details=details)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    response = error_response(
+        401, "unauthorized", "Missing, unknown or revoked API key: send `Authorization: Bearer <key>`."
+    )
+    response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    code = "bad_request" if exc.status_code == 400 else f"http_{exc.status_code}"
+    return error_response(exc.status_code, code, str(exc))
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return error_response(404, "not_found", "Not found.")
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    from django.conf import settings
+
+    return error_response(
+        413, "too_large", f"Request body exceeds {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+    )
+
+
+@api.exception_handler(DatabaseError)
+def _database_error(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+    logger.exception("database error")
+    if "locked" in str(exc) or "unable to open" in str(exc):
+        return error_response(503, "unavailable", "The database is busy or unreachable; retry.")
+    return error_response(500, "internal_error", "Internal error (logged).")
+
+
+@api.exception_handler(Exception)
+def _internal(request: HttpRequest, exc: Exception) -> HttpResponse:
+    logger.exception("unhandled error")
+    return error_response(500, "internal_error", "Internal error (logged).")
+
+
+from tenants.api import router as tenants_router  # noqa: E402  (handlers first)
+
+api.add_router("/v1/", tenants_router)

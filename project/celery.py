@@ -1,0 +1,11 @@
+"""The Celery app. Without REDIS_URL tasks run inline (embedded mode); with it, Redis is the broker."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+app = Celery("agentdb")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

@@ -1,0 +1,198 @@
+"""The only settings module: every value comes from the environment, with an embedded default.
+
+Nothing external is needed to start: without `REDIS_URL` the process runs embedded (inline
+Celery tasks, local-memory cache, OS file locks); without `CONTROL_DATABASE_URL` the control plane
+is a SQLite file under `DATA_DIR`. See README.md, "Configuration".
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw is None or raw == "" else int(raw)
+
+
+# --- Data directory: tenant and run SQLite files, templates, the default control plane -----------
+DATA_DIR = Path(os.environ.get("DATA_DIR") or BASE_DIR / "var").resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+# --- Core ---------------------------------------------------------------------------------------
+# https://docs.djangoproject.com/en/5.2/ref/settings/#secret-key
+# Without DJANGO_SECRET_KEY a random key is generated once and kept in DATA_DIR, so sessions
+# survive restarts and two instances with different DATA_DIRs never share one.
+_secret_file = DATA_DIR / ".secret_key"
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not _secret_file.exists():
+        _secret_file.write_text(secrets.token_urlsafe(50))
+        _secret_file.chmod(0o600)
+    SECRET_KEY = _secret_file.read_text().strip()
+
+DEBUG = _env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "ninja",
+    "tenants",
+    "runs",
+    "audit",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "tenants.middleware.ApiKeyTenantMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+ASGI_APPLICATION = "project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Databases ----------------------------------------------------------------------------------
+# https://docs.djangoproject.com/en/5.2/ref/databases/#sqlite-notes
+# Every SQLite connection (control plane, tenant, run): WAL, synchronous=NORMAL (configurable),
+# busy timeout, foreign keys on (Django sets it), BEGIN IMMEDIATE for writers.
+SQLITE_SYNCHRONOUS = os.environ.get("SQLITE_SYNCHRONOUS", "NORMAL").upper()
+SQLITE_BUSY_TIMEOUT_S = float(os.environ.get("SQLITE_BUSY_TIMEOUT_S", "5"))
+SQLITE_OPTIONS = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": SQLITE_BUSY_TIMEOUT_S,
+    "init_command": f"PRAGMA journal_mode=WAL; PRAGMA synchronous={SQLITE_SYNCHRONOUS};",
+}
+
+CONTROL_DATABASE_URL = os.environ.get(
+    "CONTROL_DATABASE_URL", f"sqlite:///{DATA_DIR / 'control.sqlite3'}"
+)
+_control = dj_database_url.parse(CONTROL_DATABASE_URL, conn_max_age=600, conn_health_checks=True)
+if _control["ENGINE"] == "django.db.backends.sqlite3":
+    _control["OPTIONS"] = {**SQLITE_OPTIONS, **_control.get("OPTIONS", {})}
+DATABASES = {"default": _control}
+DATABASE_ROUTERS = ["tenants.router.ScopeRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# How many tenant/run connections one thread keeps open (each WAL connection holds 3 fds).
+TENANCY_CONNECTIONS_PER_THREAD = _env_int("TENANCY_CONNECTIONS_PER_THREAD", 64)
+# Recorded on every database this node creates; see docs/scaling.md.
+HOME_NODE = os.environ.get("HOME_NODE", "local")
+
+# --- Redis: leases, Celery broker, cache (unset = embedded mode) --------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "")
+
+# https://docs.djangoproject.com/en/5.2/topics/cache/
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = REDIS_URL or None
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+
+# --- Archives (django-storages) -----------------------------------------------------------------
+# https://django-storages.readthedocs.io/en/latest/backends/amazon-S3.html
+ARCHIVE_STORAGE = os.environ.get("ARCHIVE_STORAGE", "filesystem")
+if ARCHIVE_STORAGE == "s3":
+    _archives = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ.get("AWS_STORAGE_BUCKET_NAME", "agentdb-archives"),
+            "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("AWS_S3_REGION_NAME") or None,
+            "access_key": os.environ.get("AWS_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+            "file_overwrite": False,
+        },
+    }
+elif ARCHIVE_STORAGE == "filesystem":
+    _archives = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(DATA_DIR / "archives")},
+    }
+else:
+    raise ValueError(f"ARCHIVE_STORAGE={ARCHIVE_STORAGE!r}: use 'filesystem' (default) or 's3'.")
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    "archives": _archives,
+}
+
+# --- API limits ---------------------------------------------------------------------------------
+# Bodies larger than this answer 413 before they are parsed.
+DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("API_MAX_BODY_BYTES", 1024 * 1024)
+MEMORY_MAX_VALUE_BYTES = _env_int("MEMORY_MAX_VALUE_BYTES", 256 * 1024)
+
+# --- Static files (admin) -----------------------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+# Serve app static files straight from the installed apps: no collectstatic step (decision 0004).
+WHITENOISE_USE_FINDERS = True
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+# --- Logging: every record carries the bound tenant and run -------------------------------------
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"scope": {"()": "tenants.logging.ScopeFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [tenant=%(tenant)s run=%(run)s] "
+                  "%(message)s"}
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["scope"], "formatter": "plain"}
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}

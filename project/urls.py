@@ -1,0 +1,13 @@
+from django.contrib import admin
+from django.urls import path
+
+from project.api import api
+from project.views import healthz
+
+urlpatterns = [
+    path("api/", api.urls),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]
+
+handler404 = "project.views.not_found"

@@ -1,0 +1,1 @@
+"""Run-scoped models arrive with the runs issue."""

@@ -1,0 +1,54 @@
+"""Errors of the control plane; each maps to one status and code in the API."""
+
+
+class ApplicationError(Exception):
+    """Base of every error the API renders as `{"error": {"code", "message"}}`."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class NotFound(ApplicationError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ApplicationError):
+    status = 409
+    code = "conflict"
+
+
+class InvalidInput(ApplicationError):
+    status = 422
+    code = "invalid"
+
+
+class TooLarge(ApplicationError):
+    status = 413
+    code = "too_large"
+
+
+class Unavailable(ApplicationError):
+    status = 503
+    code = "unavailable"
+
+
+class NoScopeBound(RuntimeError):
+    """A tenant- or run-scoped query ran with nothing bound: a programming error, never a fallback."""
+
+
+class ProvisioningError(ApplicationError):
+    status = 503
+    code = "provisioning_failed"
+
+
+class DatabaseQuarantined(Unavailable):
+    code = "database_quarantined"

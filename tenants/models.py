@@ -1,0 +1,104 @@
+"""Control-plane models (tenants, API keys, the database registry) and tenant-scoped memory."""
+
+from django.db import models
+from django.utils import timezone
+
+from tenants.ids import new_id
+from tenants.scopes import TenantScoped
+
+
+def _tenant_id() -> str:
+    return new_id("ten")
+
+
+class Database(models.Model):
+    """One tenant or run SQLite file: where it lives and which schema it has (the fleet ledger)."""
+
+    class Kind(models.TextChoices):
+        TENANT = "tenant"
+        RUN = "run"
+
+    class State(models.TextChoices):
+        READY = "ready"
+        QUARANTINED = "quarantined"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    path = models.CharField(max_length=255, unique=True, help_text="Relative to DATA_DIR.")
+    home_node = models.CharField(max_length=64, default="local")
+    schema_version = models.CharField(max_length=32, db_index=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.READY)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    migrated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state"], name="database_state_idx")]
+
+    def __str__(self) -> str:
+        return self.path
+
+
+class Tenant(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        SUSPENDED = "suspended"
+
+    id = models.CharField(primary_key=True, max_length=32, default=_tenant_id, editable=False)
+    slug = models.SlugField(max_length=63, unique=True)
+    name = models.CharField(max_length=200, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    database = models.OneToOneField(
+        Database, on_delete=models.PROTECT, related_name="tenant_owner", editable=False
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def database_file(self) -> str:
+        return self.database.path
+
+    @property
+    def schema_version(self) -> str:
+        return self.database.schema_version
+
+
+class ApiKey(models.Model):
+    """An API key: only a SHA-256 of the raw key is stored, with a visible prefix to find it."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True, default="")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.tenant_id})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class MemoryEntry(TenantScoped, models.Model):
+    """A key/value entry of tenant memory; `/` or `:` in keys act as namespaces."""
+
+    key = models.CharField(primary_key=True, max_length=200)
+    value = models.JSONField()
+    version = models.PositiveIntegerField(default=1)
+    size_bytes = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "memory entries"
+
+    def __str__(self) -> str:
+        return self.key

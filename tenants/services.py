@@ -1,0 +1,141 @@
+"""Writes of the control plane and of tenant memory."""
+
+import hashlib
+import json
+import logging
+import re
+import secrets
+import shutil
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from tenants.exceptions import Conflict, InvalidInput, NotFound, TooLarge
+from tenants.ids import new_id
+from tenants.models import ApiKey, Database, MemoryEntry, Tenant
+from tenants.paths import absolute, tenant_db_relpath, tenant_dir
+from tenants.router import bound_alias
+from tenants.schema import copy_template, ensure_template
+from tenants.scopes import Scope
+
+logger = logging.getLogger(__name__)
+
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+MEMORY_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/@+-]{0,199}$")
+MEMORY_KEY_RULE = (
+    "1-200 characters from A-Z a-z 0-9 and _ . : / @ + -, not starting with a punctuation "
+    "mark other than _"
+)
+
+
+def tenant_create(*, slug: str, name: str = "") -> Tenant:
+    """Provision a tenant: copy the tenant template to a new file, then register both.
+
+    The file is written first and registered second, in one control-plane transaction; if
+    registration fails the file is removed, so a failure never leaves a half-made tenant.
+    """
+    if not SLUG_RE.match(slug):
+        raise InvalidInput(
+            f"Slug {slug!r} is invalid: use 1-63 lowercase letters, digits and inner hyphens."
+        )
+    tenant_id = new_id("ten")
+    relpath = tenant_db_relpath(tenant_id)
+    template, version = ensure_template(Scope.TENANT)
+    try:
+        copy_template(template, absolute(relpath))
+        with transaction.atomic(using="default"):
+            database = Database.objects.create(
+                kind=Database.Kind.TENANT,
+                path=relpath,
+                schema_version=version,
+                home_node=settings.HOME_NODE,
+            )
+            tenant = Tenant.objects.create(id=tenant_id, slug=slug, name=name, database=database)
+    except IntegrityError as exc:
+        shutil.rmtree(tenant_dir(tenant_id), ignore_errors=True)
+        raise Conflict(f"A tenant with slug {slug!r} already exists.", code="slug_taken") from exc
+    except BaseException:
+        shutil.rmtree(tenant_dir(tenant_id), ignore_errors=True)
+        raise
+    logger.info("tenant %s (%s) provisioned at schema %s", slug, tenant_id, version)
+    return tenant
+
+
+def api_key_create(*, tenant: Tenant, name: str = "") -> tuple[ApiKey, str]:
+    """Create an API key for `tenant`; return it with the raw key, which is never stored."""
+    prefix = new_id("ak").removeprefix("ak_")[:12]
+    raw = f"adb_{prefix}_{secrets.token_urlsafe(32)}"
+    key = ApiKey.objects.create(tenant=tenant, name=name, prefix=prefix, key_hash=_digest(raw))
+    return key, raw
+
+
+def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    return key
+
+
+def tenant_for_api_key(raw: str) -> Tenant | None:
+    """Return the active tenant a raw API key names, or None for any unknown or revoked key."""
+    parts = raw.split("_", 2)
+    if len(parts) != 3 or parts[0] != "adb" or not parts[1].isalnum():
+        return None
+    key = (
+        ApiKey.objects.select_related("tenant__database")
+        .filter(prefix=parts[1], revoked_at__isnull=True)
+        .first()
+    )
+    if key is None or not secrets.compare_digest(key.key_hash, _digest(raw)):
+        return None
+    if key.tenant.status != Tenant.Status.ACTIVE or key.tenant.deleted_at is not None:
+        return None
+    now = timezone.now()
+    # Coalesced: at most one control-plane write per key per minute, not one per request.
+    if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    return key.tenant
+
+
+def _digest(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def memory_key_check(key: str) -> str:
+    if not MEMORY_KEY_RE.match(key):
+        raise InvalidInput(f"Memory key {key[:220]!r} is invalid: {MEMORY_KEY_RULE}.")
+    return key
+
+
+def memory_put(*, key: str, value: Any) -> tuple[MemoryEntry, bool]:
+    """Store `value` under `key` in the bound tenant's memory; return (entry, created)."""
+    memory_key_check(key)
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > settings.MEMORY_MAX_VALUE_BYTES:
+        raise TooLarge(
+            f"Memory value is {size} bytes; the limit is {settings.MEMORY_MAX_VALUE_BYTES}."
+        )
+    now = timezone.now()
+    with transaction.atomic(using=bound_alias(Scope.TENANT)):
+        entry = MemoryEntry.objects.filter(key=key).first()
+        if entry is None:
+            entry = MemoryEntry.objects.create(
+                key=key, value=value, size_bytes=size, created_at=now, updated_at=now
+            )
+            return entry, True
+        entry.value = value
+        entry.size_bytes = size
+        entry.version += 1
+        entry.updated_at = now
+        entry.save(update_fields=["value", "size_bytes", "version", "updated_at"])
+        return entry, False
+
+
+def memory_delete(*, key: str) -> None:
+    memory_key_check(key)
+    deleted, _ = MemoryEntry.objects.filter(key=key).delete()
+    if not deleted:
+        raise NotFound(f"No memory entry with key {key!r}.")

@@ -172,7 +172,7 @@ MEMORY_MAX_VALUE_BYTES = _env_int("MEMORY_MAX_VALUE_BYTES", 256 * 1024)
 
 # --- Static files (admin) -----------------------------------------------------------------------
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = os.environ.get("STATIC_ROOT") or None  # set where collectstatic runs (Docker)
 # Serve app static files straight from the installed apps: no collectstatic step (decision 0004).
 WHITENOISE_USE_FINDERS = True
 

@@ -1,7 +1,7 @@
 """Tenant-scoped endpoints: memory. The middleware has bound the API key's tenant."""
 
 from django.http import HttpRequest, HttpResponse
-from ninja import Path, Query, Router
+from ninja import Path, Query, Router, Status
 
 from tenants import selectors, services
 from tenants.models import MemoryEntry
@@ -43,9 +43,9 @@ def memory_get(request: HttpRequest, key: str = Path(..., description=KEY_DOC)) 
 )
 def memory_put(
     request: HttpRequest, body: MemoryIn, key: str = Path(..., description=KEY_DOC)
-) -> tuple[int, MemoryOut]:
+) -> Status:
     entry, created = services.memory_put(key=key, value=body.value)
-    return (201 if created else 200), _out(entry)
+    return Status(201 if created else 200, _out(entry))
 
 
 @router.delete(

@@ -73,8 +73,9 @@ def _evict(lru: "OrderedDict[str, BaseDatabaseWrapper]") -> None:
     limit = max(1, settings.TENANCY_CONNECTIONS_PER_THREAD)
     if len(lru) <= limit:
         return
-    # A connection inside a transaction stays; the next least recently used one goes instead.
-    for alias in list(lru):
+    # A connection inside a transaction stays, and so does the one just opened; the next least
+    # recently used one goes instead (the LRU may run over its size while transactions nest).
+    for alias in list(lru)[:-1]:
         if len(lru) <= limit:
             return
         if lru[alias].in_atomic_block:

@@ -1,10 +1,17 @@
 """Control-plane models (tenants, API keys, the database registry) and tenant-scoped memory."""
 
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
 from tenants.ids import new_id
 from tenants.scopes import TenantScoped
+
+
+SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+slug_validator = RegexValidator(
+    SLUG_PATTERN, "Use 1-63 lowercase letters, digits and inner hyphens (e.g. acme-prod)."
+)
 
 
 def _tenant_id() -> str:
@@ -44,7 +51,7 @@ class Tenant(models.Model):
         SUSPENDED = "suspended"
 
     id = models.CharField(primary_key=True, max_length=32, default=_tenant_id, editable=False)
-    slug = models.SlugField(max_length=63, unique=True)
+    slug = models.SlugField(max_length=63, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=200, blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     database = models.OneToOneField(
@@ -91,7 +98,7 @@ class MemoryEntry(TenantScoped, models.Model):
     """A key/value entry of tenant memory; `/` or `:` in keys act as namespaces."""
 
     key = models.CharField(primary_key=True, max_length=200)
-    value = models.JSONField()
+    value = models.JSONField(null=True)  # SQL NULL stands for JSON null
     version = models.PositiveIntegerField(default=1)
     size_bytes = models.PositiveIntegerField()
     created_at = models.DateTimeField(default=timezone.now)

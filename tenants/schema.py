@@ -41,10 +41,10 @@ def code_version() -> str:
     return version_of(code_migrations())
 
 
-def migrate_file(path: Path, kind: Scope) -> None:
-    """Apply every migration of the code to the SQLite file at `path` (created if missing)."""
+def migrate_file(path: Path, kind: Scope, *, create: bool = True) -> None:
+    """Apply every migration of the code to the SQLite file at `path` with Django's executor."""
     alias = f"{kind.value}__build_{new_id('b')}"
-    conn = connection_for(alias, path, create=True)
+    conn = connection_for(alias, path, create=create)
     try:
         executor = MigrationExecutor(conn)
         executor.migrate(executor.loader.graph.leaf_nodes())

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from tenants.exceptions import Conflict, InvalidInput, NotFound, TooLarge
 from tenants.ids import new_id
-from tenants.models import ApiKey, Database, MemoryEntry, Tenant
+from tenants.models import SLUG_PATTERN, ApiKey, Database, MemoryEntry, Tenant
 from tenants.paths import absolute, tenant_db_relpath, tenant_dir
 from tenants.router import bound_alias
 from tenants.schema import copy_template, ensure_template
@@ -23,7 +23,7 @@ from tenants.scopes import Scope
 
 logger = logging.getLogger(__name__)
 
-SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+SLUG_RE = re.compile(SLUG_PATTERN)
 MEMORY_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/@+-]{0,199}$")
 MEMORY_KEY_RULE = (
     "1-200 characters from A-Z a-z 0-9 and _ . : / @ + -, not starting with a punctuation "
@@ -56,7 +56,11 @@ def tenant_create(*, slug: str, name: str = "") -> Tenant:
             tenant = Tenant.objects.create(id=tenant_id, slug=slug, name=name, database=database)
     except IntegrityError as exc:
         shutil.rmtree(tenant_dir(tenant_id), ignore_errors=True)
-        raise Conflict(f"A tenant with slug {slug!r} already exists.", code="slug_taken") from exc
+        if Tenant.objects.filter(slug=slug).exists():
+            raise Conflict(
+                f"A tenant with slug {slug!r} already exists.", code="slug_taken"
+            ) from exc
+        raise
     except BaseException:
         shutil.rmtree(tenant_dir(tenant_id), ignore_errors=True)
         raise

@@ -1,0 +1,127 @@
+"""Admin: tenants (creating one provisions its database), API keys, the database registry,
+and each tenant's memory, read-only."""
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from tenants.context import tenant_context
+from tenants.exceptions import ApplicationError
+from tenants.models import ApiKey, Database, MemoryEntry, Tenant
+from tenants.services import api_key_create, api_key_revoke, tenant_create
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ("slug", "name", "status", "id", "schema_version", "db_state", "created_at")
+    list_filter = ("status",)
+    search_fields = ("slug", "name", "id")
+    readonly_fields = ("id", "database_file", "schema_version", "created_at", "memory_link")
+    fields = ("slug", "name", "status", *readonly_fields, "deleted_at")
+    list_select_related = ("database",)
+
+    @admin.display(description="database state")
+    def db_state(self, obj: Tenant) -> str:
+        return obj.database.state
+
+    @admin.display(description="memory")
+    def memory_link(self, obj: Tenant) -> str:
+        if not obj.pk:
+            return "-"
+        url = reverse("admin:tenants_tenant_memory", args=[obj.pk])
+        return format_html('<a href="{}">Browse memory</a>', url)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return (*self.readonly_fields, "slug") if obj else self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        # A new tenant is provisioned (template copy + registration), never a bare row.
+        try:
+            created = tenant_create(slug=obj.slug, name=obj.name)
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            raise
+        obj.pk, obj.database, obj.created_at = created.pk, created.database, created.created_at
+        obj._state.adding = False
+
+    def get_urls(self) -> list[Any]:
+        own = [
+            path(
+                "<str:tenant_id>/memory/",
+                self.admin_site.admin_view(self.memory_view),
+                name="tenants_tenant_memory",
+            )
+        ]
+        return own + super().get_urls()
+
+    def memory_view(self, request: HttpRequest, tenant_id: str) -> HttpResponse:
+        tenant = Tenant.objects.select_related("database").filter(pk=tenant_id).first()
+        if tenant is None:
+            self.message_user(request, "No such tenant.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:tenants_tenant_changelist"))
+        prefix = request.GET.get("prefix", "")
+        with tenant_context(tenant):
+            rows = MemoryEntry.objects.order_by("key")
+            if prefix:
+                rows = rows.filter(key__gte=prefix, key__lt=prefix + "\U0010ffff")
+            entries = list(rows[:500])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Memory of {tenant.slug}",
+            "tenant": tenant,
+            "entries": entries,
+            "prefix": prefix,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/tenants/memory.html", context)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "tenant", "name", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("prefix", "tenant__slug", "name")
+    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+    fields = ("tenant", "name", *readonly_fields)
+    actions = ("revoke",)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        key, raw = api_key_create(tenant=obj.tenant, name=obj.name)
+        obj.pk, obj.prefix, obj.key_hash = key.pk, key.prefix, key.key_hash
+        obj._state.adding = False
+        self.message_user(
+            request,
+            f"API key for {obj.tenant.slug} (shown only now, copy it): {raw}",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset:
+            api_key_revoke(key=key)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+
+@admin.register(Database)
+class DatabaseAdmin(admin.ModelAdmin):
+    list_display = ("path", "kind", "schema_version", "state", "home_node", "migrated_at")
+    list_filter = ("kind", "state", "schema_version", "home_node")
+    search_fields = ("path",)
+    readonly_fields = [f.name for f in Database._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

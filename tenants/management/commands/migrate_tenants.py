@@ -1,0 +1,59 @@
+import os
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
+
+from tenants.fleet import fleet_migrate
+from tenants.models import Database, Tenant
+
+
+class Command(BaseCommand):
+    help = (
+        "Apply pending migrations to every tenant database, in parallel. The per-database schema "
+        "ledger in the control plane makes a run with nothing to do a single query, and a run "
+        "killed half-way resumes where it stopped. A database that fails is quarantined and "
+        "reported; the others proceed; the exit code is non-zero if any failed. Quarantined "
+        "databases are retried on the next run."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--parallel", type=int, default=os.cpu_count() or 1,
+            help="Worker processes (default: number of CPUs).",
+        )
+        parser.add_argument("--tenant", metavar="SLUG", help="Only this tenant's databases.")
+
+    def handle(self, *args: Any, parallel: int, tenant: str | None, **options: Any) -> None:
+        if parallel < 1:
+            raise CommandError("--parallel must be at least 1.")
+        if tenant is not None and not Tenant.objects.filter(slug=tenant).exists():
+            raise CommandError(f"No tenant {tenant!r}; list them in the admin or with dbstats.")
+        bar = tqdm(total=0, unit="db", desc="migrate_tenants", disable=None, file=self.stderr)
+        try:
+            report = fleet_migrate(
+                tenant_slug=tenant,
+                parallel=parallel,
+                on_total=lambda n: bar.reset(total=n),
+                on_progress=bar.update,
+            )
+        finally:
+            bar.close()
+        if report.total == 0:
+            count = Database.objects.count()
+            self.stdout.write(f"All {count} databases are at schema {report.target_version}.")
+            return
+        self.stdout.write(
+            f"Schema {report.target_version}: {report.migrated} migrated, "
+            f"{report.already_current} already current (ledger updated), "
+            f"{len(report.quarantined)} quarantined, of {report.total} pending "
+            f"({report.fast_path_groups} replayed-SQL groups, {report.executor_groups} executor)."
+        )
+        if report.quarantined:
+            for outcome in report.quarantined:
+                self.stderr.write(f"QUARANTINED {outcome.path}: {outcome.error}")
+            raise CommandError(
+                f"{len(report.quarantined)} database(s) quarantined (requests to them answer 503). "
+                "Fix or restore each file, then rerun migrate_tenants: quarantined databases are "
+                "retried."
+            )

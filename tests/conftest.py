@@ -1,0 +1,215 @@
+"""Shared fixtures: a fresh DATA_DIR per test, tenants, API clients, Redis, a gunicorn server.
+
+Tenant and run connections are not Django-registered aliases (see tenants/connections.py), so
+tests use the ordinary `django_db` mark: the control plane is pytest-django's test database and
+tenant files live in the test's own DATA_DIR (decision 0003).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from tenants import connections as tenant_connections
+from tenants.scopes import Scope
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+TEST_REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture(scope="session")
+def template_cache(tmp_path_factory: pytest.TempPathFactory, django_db_blocker) -> Path:
+    """Build the tenant template once per session; each test's DATA_DIR gets a copy."""
+    from django.conf import settings
+
+    from tenants.schema import ensure_template
+
+    cache = tmp_path_factory.mktemp("templates-cache")
+    original = settings.DATA_DIR
+    settings.DATA_DIR = cache
+    try:
+        with django_db_blocker.unblock():
+            ensure_template(Scope.TENANT)
+    finally:
+        settings.DATA_DIR = original
+        tenant_connections.close_all()
+    return cache / "templates"
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path: Path, settings, template_cache: Path) -> Iterator[Path]:
+    directory = tmp_path / "data"
+    shutil.copytree(template_cache, directory / "templates")
+    settings.DATA_DIR = directory
+    yield directory
+    tenant_connections.close_all()
+
+
+@pytest.fixture
+def tenant(db):
+    from tenants.services import tenant_create
+
+    return tenant_create(slug="acme", name="Acme")
+
+
+@pytest.fixture
+def other_tenant(db):
+    from tenants.services import tenant_create
+
+    return tenant_create(slug="globex", name="Globex")
+
+
+@dataclass
+class ApiClient:
+    """Django's test client with a tenant's bearer key on every request."""
+
+    client: object
+    key: str
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def get(self, path: str, **kw):
+        return self.client.get(path, headers=self._headers(), **kw)
+
+    def delete(self, path: str, **kw):
+        return self.client.delete(path, headers=self._headers(), **kw)
+
+    def put(self, path: str, data=None, raw: str | bytes | None = None, **kw):
+        import json
+
+        body = raw if raw is not None else json.dumps(data)
+        return self.client.put(
+            path, body, content_type="application/json", headers=self._headers(), **kw
+        )
+
+
+@pytest.fixture
+def api(client, tenant) -> ApiClient:
+    from tenants.services import api_key_create
+
+    _, raw = api_key_create(tenant=tenant)
+    return ApiClient(client, raw)
+
+
+@pytest.fixture
+def other_api(client, other_tenant) -> ApiClient:
+    from tenants.services import api_key_create
+
+    _, raw = api_key_create(tenant=other_tenant)
+    return ApiClient(client, raw)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A real Redis on a separate db number, flushed around the test."""
+    conn = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2)
+    try:
+        conn.ping()
+    except redis.RedisError as exc:
+        pytest.fail(
+            f"Redis is unreachable at {TEST_REDIS_URL} ({exc}). Start it with: redis-server "
+            '--daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no '
+            "(or set REDIS_URL)."
+        )
+    conn.flushdb()
+    yield TEST_REDIS_URL
+    conn.flushdb()
+
+
+# --- Real processes ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def project_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for a subprocess of this project with its own DATA_DIR and control plane."""
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "CONTROL_DATABASE_URL"}}
+    env.update(
+        DATA_DIR=str(data_dir),
+        CONTROL_DATABASE_URL=f"sqlite:///{data_dir / 'control.sqlite3'}",
+        DJANGO_SETTINGS_MODULE="project.settings",
+        LOG_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def manage(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [PYTHON, str(ROOT / "manage.py"), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def wait_http(url: str, deadline_s: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException as exc:
+            last = exc
+            time.sleep(0.05)
+    raise AssertionError(f"{url} did not answer within {deadline_s}s: {last}")
+
+
+@dataclass
+class Server:
+    base: str
+    keys: dict[str, str]
+    data_dir: Path
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """gunicorn serving the project on a free loopback port, with tenants acme and globex."""
+    data_dir = tmp_path_factory.mktemp("server-data")
+    port = free_port()
+    env = project_env(data_dir, PORT=str(port), WEB_CONCURRENCY="2", WEB_THREADS="4",
+                      ACCESS_LOG="")
+    manage(env, "migrate", "--no-input", "-v", "0")
+    keys = {}
+    for slug in ("acme", "globex"):
+        manage(env, "create_tenant", slug)
+        keys[slug] = manage(env, "create_api_key", slug).stdout.strip().splitlines()[-1]
+    proc = subprocess.Popen(
+        [str(Path(PYTHON).parent / "gunicorn"), "project.wsgi:application",
+         "-c", "project/gunicorn.conf.py"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/healthz")
+        yield Server(base=base, keys=keys, data_dir=data_dir, env=env)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,0 +1,13 @@
+"""A tenant-scoped app whose second migration is the 'pending migration' of fleet tests."""
+
+from django.db import models
+
+from tenants.scopes import TenantScoped
+
+
+class Note(TenantScoped, models.Model):
+    text = models.CharField(max_length=200)
+    pinned = models.BooleanField(default=False)  # added by migrations_v2/0002
+
+    class Meta:
+        app_label = "fleetapp"

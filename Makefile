@@ -22,9 +22,13 @@ run: migrate
 	$(BIN)/python manage.py bootstrap_demo
 	exec $(BIN)/gunicorn project.wsgi:application -c project/gunicorn.conf.py
 
-## The whole test suite (needs Redis on REDIS_URL or 127.0.0.1:6379; PostgreSQL for its tests).
+TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+
+## The whole suite on a SQLite control plane, then the in-process tests again on PostgreSQL.
+## Needs Redis (REDIS_URL or 127.0.0.1:6379) and PostgreSQL (TEST_POSTGRES_URL).
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	CONTROL_DATABASE_URL=$(TEST_POSTGRES_URL) $(BIN)/python -m pytest -m "not processes" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -51,14 +51,18 @@ def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespons
     for err in exc.errors:
         where = ".".join(str(part) for part in err.get("loc", ()))
         problems.append(f"{where}: {err.get('msg', 'invalid')}")
-    details = [{"loc": e.get("loc"), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors]
+    details = [
+        {"loc": e.get("loc"), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors
+    ]
     return error_response(422, "invalid", "; ".join(problems) or "Invalid input.", details=details)
 
 
 @api.exception_handler(AuthenticationError)
 def _unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
     response = error_response(
-        401, "unauthorized", "Missing, unknown or revoked API key: send `Authorization: Bearer <key>`."
+        401,
+        "unauthorized",
+        "Missing, unknown or revoked API key: send `Authorization: Bearer <key>`.",
     )
     response["WWW-Authenticate"] = "Bearer"
     return response

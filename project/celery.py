@@ -1,4 +1,4 @@
-"""The Celery app. Without REDIS_URL tasks run inline (embedded mode); with it, Redis is the broker."""
+"""The Celery app: without REDIS_URL tasks run inline (embedded mode), with it Redis brokers."""
 
 import os
 

@@ -188,8 +188,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {"scope": {"()": "tenants.logging.ScopeFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [tenant=%(tenant)s run=%(run)s] "
-                  "%(message)s"}
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s [tenant=%(tenant)s run=%(run)s] "
+            "%(message)s"
+        }
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "filters": ["scope"], "formatter": "plain"}

@@ -51,8 +51,6 @@ def memory_put(
 @router.delete(
     "/memory/{path:key}", response={204: None, 404: ErrorOut, **ERRORS}, summary="Delete one"
 )
-def memory_delete(
-    request: HttpRequest, key: str = Path(..., description=KEY_DOC)
-) -> HttpResponse:
+def memory_delete(request: HttpRequest, key: str = Path(..., description=KEY_DOC)) -> HttpResponse:
     services.memory_delete(key=key)
     return HttpResponse(status=204)

@@ -23,6 +23,11 @@ from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteWrapper
 _local = Local(thread_critical=True)
 
 
+def _storage() -> Any:
+    """Django's per-thread connection storage (private, stable since Django 3.2; decision 0001)."""
+    return connections._connections  # type: ignore[attr-defined]
+
+
 def _lru() -> "OrderedDict[str, BaseDatabaseWrapper]":
     try:
         return _local.lru
@@ -55,6 +60,15 @@ def sqlite_settings(path: Path, *, create: bool = False) -> dict[str, Any]:
     }
 
 
+def touch(alias: str) -> bool:
+    """Mark `alias` most recently used; return False if this thread has no connection for it."""
+    lru = _lru()
+    if alias not in lru:
+        return False
+    lru.move_to_end(alias)
+    return True
+
+
 def connection_for(alias: str, path: Path, *, create: bool = False) -> BaseDatabaseWrapper:
     """Return this thread's connection wrapper for `alias`, opening a slot for it if needed."""
     lru = _lru()
@@ -63,7 +77,7 @@ def connection_for(alias: str, path: Path, *, create: bool = False) -> BaseDatab
         lru.move_to_end(alias)
         return conn
     conn = SQLiteWrapper(sqlite_settings(path, create=create), alias)
-    setattr(connections._connections, alias, conn)
+    setattr(_storage(), alias, conn)
     lru[alias] = conn
     _evict(lru)
     return conn
@@ -89,8 +103,8 @@ def release(alias: str) -> None:
     if conn is None:
         return
     conn.close()
-    if hasattr(connections._connections, alias):
-        delattr(connections._connections, alias)
+    if hasattr(_storage(), alias):
+        delattr(_storage(), alias)
 
 
 def release_path(path: Path) -> None:

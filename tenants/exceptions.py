@@ -42,7 +42,7 @@ class Unavailable(ApplicationError):
 
 
 class NoScopeBound(RuntimeError):
-    """A tenant- or run-scoped query ran with nothing bound: a programming error, never a fallback."""
+    """A tenant- or run-scoped query ran with nothing bound: a bug, never a fallback."""
 
 
 class ProvisioningError(ApplicationError):

@@ -92,8 +92,10 @@ class FleetReport:
 
 
 def databases_pending(*, tenant_slug: str | None = None) -> "list[Target]":
-    """Return the registered databases whose ledger version is not the code's."""
-    rows = Database.objects.exclude(schema_version=code_version())
+    """Return this node's registered databases whose ledger version is not the code's."""
+    rows = Database.objects.filter(home_node=settings.HOME_NODE).exclude(
+        schema_version=code_version()
+    )
     if tenant_slug is not None:
         rows = rows.filter(Q(tenant_owner__slug=tenant_slug))
     fields = ("id", "path", "kind", "schema_version")
@@ -123,8 +125,8 @@ def fleet_migrate(
         groups[(target.schema_version, target.kind)].append(target)
 
     work: list[tuple[list[Target], Plan]] = []
-    for (_, kind), members in groups.items():
-        plan = plan_for(members, Scope(kind))
+    for (_, kind_name), members in groups.items():
+        plan = plan_for(members, Scope(kind_name))
         if plan.statements is None:
             report.executor_groups += 1
         else:
@@ -203,8 +205,8 @@ def _plan_from_sample(sample: Path, kind: Scope, target_nodes: frozenset[Node]) 
         by_sql = Path(scratch) / "sql.sqlite3"
         _snapshot(sample, by_executor)
         _snapshot(sample, by_sql)
-        with _open(by_sql) as conn:
-            from_nodes = _applied(conn)
+        with _open(by_sql) as sample_conn:
+            from_nodes = _applied(sample_conn)
 
         alias = f"{kind.value}__plan_{new_id('p')}"
         conn = tenant_connections.connection_for(alias, by_executor)
@@ -235,7 +237,12 @@ def _plan_from_sample(sample: Path, kind: Scope, target_nodes: frozenset[Node]) 
         with _open(by_sql) as sql_conn:
             _apply_statements(sql_conn, plan)
         if _fingerprint(by_sql) != _fingerprint(by_executor):
-            return Plan(from_nodes, target_nodes, None, "recorded SQL does not reproduce the executor's schema")
+            return Plan(
+                from_nodes,
+                target_nodes,
+                None,
+                "recorded SQL does not reproduce the executor's schema",
+            )
         return plan
 
 
@@ -276,6 +283,8 @@ class _open:
             timeout=settings.SQLITE_BUSY_TIMEOUT_S,
             isolation_level=None,
         )
+        # As every connection of the project; the checkpoint when it closes fsyncs the file.
+        self.conn.execute(f"PRAGMA synchronous = {settings.SQLITE_SYNCHRONOUS}")
 
     def __enter__(self) -> sqlite3.Connection:
         return self.conn
@@ -308,7 +317,9 @@ def _apply_statements(conn: sqlite3.Connection, plan: Plan) -> None:
         )
         violations = conn.execute("PRAGMA foreign_key_check").fetchall()
         if violations:
-            raise sqlite3.IntegrityError(f"foreign key violations after migrating: {violations[:5]}")
+            raise sqlite3.IntegrityError(
+                f"foreign key violations after migrating: {violations[:5]}"
+            )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

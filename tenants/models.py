@@ -7,7 +7,6 @@ from django.utils import timezone
 from tenants.ids import new_id
 from tenants.scopes import TenantScoped
 
-
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 slug_validator = RegexValidator(
     SLUG_PATTERN, "Use 1-63 lowercase letters, digits and inner hyphens (e.g. acme-prod)."

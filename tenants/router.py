@@ -10,6 +10,7 @@ from typing import Any
 from django.apps import apps
 from django.db import DEFAULT_DB_ALIAS
 
+from tenants.connections import connection_for, touch
 from tenants.context import current_run, current_tenant
 from tenants.exceptions import NoScopeBound
 from tenants.paths import absolute, alias_scope, run_alias, tenant_alias
@@ -18,17 +19,17 @@ from tenants.scopes import Scope, scope_of_model
 
 def bound_alias(scope: Scope) -> str:
     """Return (and open, in this thread) the alias of the database bound for `scope`."""
-    from tenants.connections import connection_for
-
     if scope is Scope.TENANT:
         tenant = current_tenant()
         alias = tenant_alias(tenant.id)
-        connection_for(alias, absolute(tenant.database.path))
+        if not touch(alias):
+            connection_for(alias, absolute(tenant.database.path))
         return alias
     if scope is Scope.RUN:
         run = current_run()
         alias = run_alias(run.id)
-        connection_for(alias, absolute(run.database.path))
+        if not touch(alias):
+            connection_for(alias, absolute(run.database.path))
         return alias
     return DEFAULT_DB_ALIAS
 

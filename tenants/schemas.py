@@ -33,4 +33,6 @@ class MemoryOut(Schema):
 
 class MemoryPage(Schema):
     items: list[MemoryOut]
-    next: str | None = Field(None, description="Pass as `cursor` for the next page; null at the end.")
+    next: str | None = Field(
+        None, description="Pass as `cursor` for the next page; null at the end."
+    )

@@ -18,6 +18,7 @@ from tenants.ids import new_id
 from tenants.models import SLUG_PATTERN, ApiKey, Database, MemoryEntry, Tenant
 from tenants.paths import absolute, tenant_db_relpath, tenant_dir
 from tenants.router import bound_alias
+from tenants.rows import insert_row
 from tenants.schema import copy_template, ensure_template
 from tenants.scopes import Scope
 
@@ -47,13 +48,15 @@ def tenant_create(*, slug: str, name: str = "") -> Tenant:
     try:
         copy_template(template, absolute(relpath))
         with transaction.atomic(using="default"):
-            database = Database.objects.create(
+            database = insert_row(
+                Database,
                 kind=Database.Kind.TENANT,
                 path=relpath,
                 schema_version=version,
                 home_node=settings.HOME_NODE,
             )
-            tenant = Tenant.objects.create(id=tenant_id, slug=slug, name=name, database=database)
+            tenant = insert_row(Tenant, id=tenant_id, slug=slug, name=name, database=database)
+            tenant.database = database
     except IntegrityError as exc:
         shutil.rmtree(tenant_dir(tenant_id), ignore_errors=True)
         if Tenant.objects.filter(slug=slug).exists():

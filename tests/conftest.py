@@ -161,7 +161,9 @@ def manage(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Co
         timeout=300,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -191,17 +193,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """gunicorn serving the project on a free loopback port, with tenants acme and globex."""
     data_dir = tmp_path_factory.mktemp("server-data")
     port = free_port()
-    env = project_env(data_dir, PORT=str(port), WEB_CONCURRENCY="2", WEB_THREADS="4",
-                      ACCESS_LOG="")
+    env = project_env(data_dir, PORT=str(port), WEB_CONCURRENCY="2", WEB_THREADS="4", ACCESS_LOG="")
     manage(env, "migrate", "--no-input", "-v", "0")
     keys = {}
     for slug in ("acme", "globex"):
         manage(env, "create_tenant", slug)
         keys[slug] = manage(env, "create_api_key", slug).stdout.strip().splitlines()[-1]
     proc = subprocess.Popen(
-        [str(Path(PYTHON).parent / "gunicorn"), "project.wsgi:application",
-         "-c", "project/gunicorn.conf.py"],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            str(Path(PYTHON).parent / "gunicorn"),
+            "project.wsgi:application",
+            "-c",
+            "project/gunicorn.conf.py",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
     try:

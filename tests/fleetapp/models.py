@@ -11,3 +11,6 @@ class Note(TenantScoped, models.Model):
 
     class Meta:
         app_label = "fleetapp"
+
+    def __str__(self) -> str:
+        return self.text

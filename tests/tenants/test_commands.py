@@ -23,7 +23,9 @@ def test_create_tenant_and_key_then_use_the_key(env, tmp_path):
     key = manage(env, "create_api_key", "acme").stdout.strip().splitlines()[-1]
     assert key.startswith("adb_")
     check = manage(
-        env, "shell", "-c",
+        env,
+        "shell",
+        "-c",
         f"from tenants.services import tenant_for_api_key; print(tenant_for_api_key({key!r}).slug)",
     )
     assert check.stdout.strip().splitlines()[-1] == "acme"
@@ -46,15 +48,26 @@ def test_tenant_command_runs_against_that_tenants_database_only(env):
     for slug in ("acme", "globex"):
         manage(env, "create_tenant", slug)
         manage(
-            env, "tenant_command", slug, "--", "shell", "-c",
+            env,
+            "tenant_command",
+            slug,
+            "--",
+            "shell",
+            "-c",
             f"from tenants.services import memory_put; memory_put(key='owner', value={slug!r})",
         )
     dumped = manage(env, "tenant_command", "acme", "--", "dumpdata", "tenants.memoryentry").stdout
     rows = json.loads(dumped)
     assert [(r["pk"], r["fields"]["value"]) for r in rows] == [("owner", "acme")]
     listed = manage(
-        env, "tenant_command", "globex", "--", "shell", "-c",
-        "from tenants.models import MemoryEntry; print(list(MemoryEntry.objects.values_list('value', flat=True)))",
+        env,
+        "tenant_command",
+        "globex",
+        "--",
+        "shell",
+        "-c",
+        "from tenants.models import MemoryEntry\n"
+        "print(list(MemoryEntry.objects.values_list('value', flat=True)))",
     ).stdout
     assert listed.strip().splitlines()[-1] == "['globex']"
     unknown = manage(env, "tenant_command", "nobody", "--", "check", check=False)
@@ -68,7 +81,9 @@ def test_bootstrap_demo_prints_a_working_key_once(env):
     second = manage(env, "bootstrap_demo").stdout
     assert key not in second and "exists" in second
     check = manage(
-        env, "shell", "-c",
+        env,
+        "shell",
+        "-c",
         f"from tenants.services import tenant_for_api_key; print(tenant_for_api_key({key!r}).slug)",
     )
     assert check.stdout.strip().splitlines()[-1] == "demo"

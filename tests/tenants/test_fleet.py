@@ -40,7 +40,9 @@ def fleet(tmp_path):
     v1, v2 = stage(env, "v1"), stage(env, "v2")
     manage(v1, "migrate", "--no-input", "-v", "0")
     manage(
-        v1, "shell", "-c",
+        v1,
+        "shell",
+        "-c",
         "from tenants.services import tenant_create\n"
         f"for i in range({N_DATABASES}): tenant_create(slug=f'tenant-{{i}}')",
     )
@@ -98,8 +100,9 @@ def test_resumes_when_databases_are_ahead_of_the_ledger(fleet):
     old_version = ledger(data_dir)[0][1]
     manage(v2, "migrate_tenants", "--parallel", "1")
     with sqlite3.connect(data_dir / "control.sqlite3") as conn:
-        conn.execute("UPDATE tenants_database SET schema_version = ? WHERE id % 2 = 0",
-                     (old_version,))
+        conn.execute(
+            "UPDATE tenants_database SET schema_version = ? WHERE id % 2 = 0", (old_version,)
+        )
     resumed = manage(v2, "migrate_tenants", "--parallel", "2")
     assert f"0 migrated, {N_DATABASES // 2} already current" in resumed.stdout
     assert len({version for _, version, _ in ledger(data_dir)}) == 1
@@ -129,7 +132,9 @@ def test_data_migrations_fall_back_to_the_executor_per_database(fleet):
     rows = ledger(data_dir)
     for path, _, _ in rows[:3]:
         with sqlite3.connect(data_dir / path) as conn:
-            conn.execute("INSERT INTO fleetapp_note (text, pinned) VALUES ('!urgent', 0), ('calm', 0)")
+            conn.execute(
+                "INSERT INTO fleetapp_note (text, pinned) VALUES ('!urgent', 0), ('calm', 0)"
+            )
     v3 = {**v2, "FLEET_STAGE": "v3"}
     manage(v3, "migrate", "--no-input", "-v", "0")
     result = manage(v3, "migrate_tenants", "--parallel", "2")

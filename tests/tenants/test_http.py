@@ -36,9 +36,13 @@ def test_two_tenants_memory_never_mix_over_http(server):
     listing = call(server, "GET", "/api/v1/memory?prefix=plan/", "globex").json()
     assert listing == {"items": [], "next": None}
 
-    b = call(server, "PUT", "/api/v1/memory/plan/step-1", "globex", json={"value": {"by": "globex"}})
+    b = call(
+        server, "PUT", "/api/v1/memory/plan/step-1", "globex", json={"value": {"by": "globex"}}
+    )
     assert b.status_code in (200, 201)
-    assert call(server, "GET", "/api/v1/memory/plan/step-1", "acme").json()["value"] == {"by": "acme"}
+    assert call(server, "GET", "/api/v1/memory/plan/step-1", "acme").json()["value"] == {
+        "by": "acme"
+    }
     got = call(server, "GET", "/api/v1/memory/plan/step-1", "globex").json()["value"]
     assert got == {"by": "globex"}
 
@@ -52,7 +56,11 @@ def test_two_tenants_memory_never_mix_over_http(server):
 )
 def test_bad_bodies_get_4xx_json_never_500(server, body, status):
     response = call(
-        server, "PUT", "/api/v1/memory/k", "acme", data=body,
+        server,
+        "PUT",
+        "/api/v1/memory/k",
+        "acme",
+        data=body,
         headers={"Content-Type": "application/json"},
     )
     assert response.status_code == status, response.text
@@ -80,8 +88,10 @@ def test_concurrent_writers_across_threads_keep_tenants_apart(server):
         items, cursor = [], None
         while True:
             page = call(
-                server, "GET", "/api/v1/memory?prefix=load/&limit=200"
-                + (f"&cursor={cursor}" if cursor else ""), tenant,
+                server,
+                "GET",
+                "/api/v1/memory?prefix=load/&limit=200" + (f"&cursor={cursor}" if cursor else ""),
+                tenant,
             ).json()
             items += page["items"]
             cursor = page["next"]

@@ -19,7 +19,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, slug: str, name: str, **options: Any) -> None:
         tenant = Tenant.objects.filter(slug=slug).first()
         if tenant is None:
-            raise CommandError(f"No tenant {slug!r}. Create it with: manage.py create_tenant {slug}")
+            raise CommandError(
+                f"No tenant {slug!r}. Create it with: manage.py create_tenant {slug}"
+            )
         key, raw = api_key_create(tenant=tenant, name=name)
         self.stderr.write(f"API key {key.prefix} for tenant {slug}; store it now, it is not kept:")
         self.stdout.write(raw)

@@ -1,6 +1,7 @@
 import os
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
@@ -10,7 +11,8 @@ from tenants.models import Database, Tenant
 
 class Command(BaseCommand):
     help = (
-        "Apply pending migrations to every tenant database, in parallel. The per-database schema "
+        "Apply pending migrations to every tenant database homed on this node (HOME_NODE), in "
+        "parallel. The per-database schema "
         "ledger in the control plane makes a run with nothing to do a single query, and a run "
         "killed half-way resumes where it stopped. A database that fails is quarantined and "
         "reported; the others proceed; the exit code is non-zero if any failed. Quarantined "
@@ -19,7 +21,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--parallel", type=int, default=os.cpu_count() or 1,
+            "--parallel",
+            type=int,
+            default=os.cpu_count() or 1,
             help="Worker processes (default: number of CPUs).",
         )
         parser.add_argument("--tenant", metavar="SLUG", help="Only this tenant's databases.")
@@ -40,8 +44,11 @@ class Command(BaseCommand):
         finally:
             bar.close()
         if report.total == 0:
-            count = Database.objects.count()
-            self.stdout.write(f"All {count} databases are at schema {report.target_version}.")
+            count = Database.objects.filter(home_node=settings.HOME_NODE).count()
+            self.stdout.write(
+                f"All {count} databases are at schema {report.target_version} "
+                f"(node {settings.HOME_NODE})."
+            )
             return
         self.stdout.write(
             f"Schema {report.target_version}: {report.migrated} migrated, "

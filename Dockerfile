@@ -1,0 +1,16 @@
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    DATA_DIR=/data STATIC_ROOT=/app/staticfiles HOST=0.0.0.0 PORT=8000
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY project ./project
+COPY tenants ./tenants
+COPY runs ./runs
+COPY audit ./audit
+COPY manage.py ./
+RUN pip install --no-cache-dir ".[postgres]" \
+ && DJANGO_SECRET_KEY=build python manage.py collectstatic --no-input -v 0
+VOLUME /data
+EXPOSE 8000
+CMD ["sh", "-c", "python manage.py migrate --no-input && python manage.py migrate_tenants && exec gunicorn project.wsgi:application -c project/gunicorn.conf.py"]

@@ -1,0 +1,224 @@
+"""Provisioning, fleet migration and routing overhead, each beside its baseline in the same run.
+
+Prints one JSON object:
+  tenant_create_ms_p50/p99        template copy + control-plane rows (the product's path)
+  tenant_create_via_migrate_ms_p50  the same schema built by running migrations (baseline)
+  n_dbs, migrate_noop_s, migrate_apply_s   `manage.py migrate_tenants` wall time over n_dbs
+                                  databases: nothing pending / one real pending migration each
+  routed_overhead_ratio           a memory GET through the router to warm tenant databases,
+                                  divided by the same request against one static database
+
+Usage: .venv/bin/python bench/provision.py [--n-dbs 10000] [--parallel 2]
+Runs in a temporary DATA_DIR with `tests.fleetapp` (stage v1 -> v2) as the pending migration.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def env_for(data_dir: Path, stage: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "CONTROL_DATABASE_URL"}}
+    env.update(
+        DATA_DIR=str(data_dir),
+        CONTROL_DATABASE_URL=f"sqlite:///{data_dir / 'control.sqlite3'}",
+        DJANGO_SETTINGS_MODULE="bench.settings",
+        FLEET_STAGE=stage,
+        LOG_LEVEL="WARNING",
+        ALLOWED_HOSTS="testserver,localhost,127.0.0.1",
+        BENCH_STATIC_DB=str(data_dir / "static.sqlite3"),
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return elapsed
+
+
+# --- Inside the Django process (stage v1) ---------------------------------------------------------
+
+
+def phase_create(n_dbs: int) -> dict[str, float]:
+    import django
+
+    django.setup()
+    from django.db import transaction
+
+    from tenants.models import Database, Tenant
+    from tenants.paths import absolute, tenant_db_relpath
+    from tenants.schema import code_version, ensure_template, migrate_file
+    from tenants.scopes import Scope
+    from tenants.services import tenant_create
+
+    ensure_template(Scope.TENANT)
+    tenant_create(slug="warmup")
+
+    template_ms = []
+    for i in range(min(300, n_dbs)):
+        started = time.perf_counter()
+        tenant_create(slug=f"t-{i}")
+        template_ms.append((time.perf_counter() - started) * 1000)
+
+    # Baseline: the same database built by Django's migration executor, same registry rows.
+    migrate_ms = []
+    for i in range(20):
+        started = time.perf_counter()
+        tenant_id = f"ten_migrate{i:010d}"
+        relpath = tenant_db_relpath(tenant_id)
+        absolute(relpath).parent.mkdir(parents=True)
+        migrate_file(absolute(relpath), Scope.TENANT)
+        with transaction.atomic(using="default"):
+            database = Database.objects.create(
+                kind="tenant", path=relpath, schema_version=code_version()
+            )
+            Tenant.objects.create(id=tenant_id, slug=f"m-{i}", database=database)
+        migrate_ms.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    made = Tenant.objects.count()
+    for i in range(made, n_dbs):
+        tenant_create(slug=f"bulk-{i}")
+    bulk_s = time.perf_counter() - started
+    return {
+        "tenant_create_ms_p50": round(statistics.median(template_ms), 3),
+        "tenant_create_ms_p99": round(percentile(template_ms, 0.99), 3),
+        "tenant_create_via_migrate_ms_p50": round(statistics.median(migrate_ms), 3),
+        "template_speedup_x": round(
+            statistics.median(migrate_ms) / statistics.median(template_ms), 1
+        ),
+        "bulk_provision_per_s": round(max(0, n_dbs - made) / bulk_s, 1) if n_dbs > made else None,
+    }
+
+
+def phase_routing(rounds: int = 7, per_round: int = 600) -> dict[str, float]:
+    """Same GETs through the full middleware stack; only the database routing differs."""
+    import sqlite3
+
+    import django
+
+    django.setup()
+    from django.test import Client
+
+    from bench import settings as bench_settings
+    from bench.static_router import StaticRouter
+    from tenants.context import tenant_context
+    from tenants.models import Tenant
+    from tenants.paths import absolute
+    from tenants.services import api_key_create, memory_put
+
+    tenants = list(Tenant.objects.select_related("database").order_by("created_at")[:50])
+    keys = []
+    for tenant in tenants:
+        with tenant_context(tenant):
+            for j in range(20):
+                memory_put(key=f"k{j}", value={"tenant": tenant.slug, "j": j, "pad": "x" * 200})
+        keys.append(api_key_create(tenant=tenant)[1])
+    # The static database holds the same rows (a consistent copy of the first tenant's database).
+    with (
+        sqlite3.connect(absolute(tenants[0].database.path)) as source,
+        sqlite3.connect(bench_settings.STATIC_DB) as target,
+    ):
+        source.backup(target)
+
+    client = Client()
+    requests = [(keys[i % len(keys)], f"/api/v1/memory/k{i % 20}") for i in range(per_round)]
+
+    def run() -> float:
+        started = time.perf_counter()
+        for key, path in requests:
+            response = client.get(path, headers={"Authorization": f"Bearer {key}"})
+            assert response.status_code == 200, response.content
+        return (time.perf_counter() - started) / len(requests)
+
+    StaticRouter.enabled = False
+    run()
+    StaticRouter.enabled = True
+    run()
+    ratios, routed_us, static_us = [], [], []
+    for _ in range(rounds):
+        StaticRouter.enabled = False
+        routed = run()
+        StaticRouter.enabled = True
+        static = run()
+        ratios.append(routed / static)
+        routed_us.append(routed * 1e6)
+        static_us.append(static * 1e6)
+    return {
+        "routed_overhead_ratio": round(statistics.median(ratios), 3),
+        "routed_request_us": round(statistics.median(routed_us), 1),
+        "static_request_us": round(statistics.median(static_us), 1),
+        "routed_tenants": len(tenants),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-dbs", type=int, default=10_000)
+    parser.add_argument("--parallel", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--phase", choices=["create", "routing"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase == "create":
+        print(json.dumps(phase_create(args.n_dbs)))
+        return
+    if args.phase == "routing":
+        print(json.dumps(phase_routing()))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="bench-provision-") as tmp:
+        data_dir = Path(tmp)
+        v1, v2 = env_for(data_dir, "v1"), env_for(data_dir, "v2")
+        manage(v1, "migrate", "--no-input", "-v", "0")
+
+        def child(phase: str, env: dict[str, str]) -> dict[str, float]:
+            out = subprocess.run(
+                [sys.executable, __file__, "--phase", phase, "--n-dbs", str(args.n_dbs)],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
+            if out.returncode != 0:
+                raise SystemExit(f"phase {phase} failed:\n{out.stderr}")
+            return json.loads(out.stdout.strip().splitlines()[-1])
+
+        result: dict[str, object] = {"bench": "provision"}
+        result.update(child("create", v1))
+        result["n_dbs"] = args.n_dbs
+        result["migrate_noop_s"] = round(manage(v1, "migrate_tenants"), 3)
+        manage(v2, "migrate", "--no-input", "-v", "0")
+        result["migrate_apply_s"] = round(
+            manage(v2, "migrate_tenants", "--parallel", str(args.parallel)), 3
+        )
+        result["migrate_apply_parallel"] = args.parallel
+        result.update(child("routing", v2))
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -9,3 +9,18 @@ threads = int(os.environ.get("WEB_THREADS", "8"))
 graceful_timeout = 10
 timeout = 30
 accesslog = os.environ.get("ACCESS_LOG", "-") or None
+# gunicorn >= 27 opens a control socket at one fixed path per user, which two instances side by
+# side would fight over; nothing here uses it.
+control_socket_disable = True
+
+# Each open WAL connection holds 3 descriptors and every thread keeps up to
+# TENANCY_CONNECTIONS_PER_THREAD of them: lift the soft limit to the hard one (capped).
+try:
+    import resource
+
+    _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _want = 65536 if _hard == resource.RLIM_INFINITY else min(_hard, 65536)
+    if _soft < _want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (_want, _hard))
+except (ImportError, ValueError, OSError):
+    pass

@@ -101,3 +101,18 @@ def test_row_from_one_tenant_cannot_be_saved_into_another(tenant, other_tenant):
         entry.save()
     with tenant_context(other_tenant):
         assert MemoryEntry.objects.count() == 0
+
+
+def test_log_records_carry_the_bound_tenant(tenant):
+    import logging
+
+    from tenants.logging import ScopeFilter
+
+    def stamped() -> logging.LogRecord:
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "msg", (), None)
+        assert ScopeFilter().filter(record)
+        return record
+
+    with tenant_context(tenant):
+        assert stamped().tenant == tenant.id
+    assert stamped().tenant == "-"

@@ -1,5 +1,6 @@
 """The NinjaAPI instance: authentication, error rendering, and each app's router."""
 
+import json
 import logging
 from typing import Any
 
@@ -8,6 +9,7 @@ from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 from ninja.security import HttpBearer
 
 from project.errors import error_response
@@ -27,7 +29,19 @@ class ApiKeyAuth(HttpBearer):
         return getattr(request, "tenant", None)
 
 
+class StrictJSONParser(Parser):
+    """JSON bodies as RFC 8259 has them: NaN and Infinity are refused (400), not stored."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        return json.loads(request.body, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 api = NinjaAPI(
+    parser=StrictJSONParser(),
     title="agentdb",
     version="1",
     description=(
@@ -42,7 +56,7 @@ api = NinjaAPI(
 
 @api.exception_handler(ApplicationError)
 def _application_error(request: HttpRequest, exc: ApplicationError) -> HttpResponse:
-    return error_response(exc.status, exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, **exc.extra)
 
 
 @api.exception_handler(ValidationError)
@@ -102,6 +116,8 @@ def _internal(request: HttpRequest, exc: Exception) -> HttpResponse:
     return error_response(500, "internal_error", "Internal error (logged).")
 
 
-from tenants.api import router as tenants_router  # noqa: E402  (handlers first)
+from runs.api import router as runs_router  # noqa: E402  (handlers first)
+from tenants.api import router as tenants_router  # noqa: E402
 
 api.add_router("/v1/", tenants_router)
+api.add_router("/v1/", runs_router)

@@ -165,10 +165,20 @@ STORAGES = {
     "archives": _archives,
 }
 
-# --- API limits ---------------------------------------------------------------------------------
+# --- API limits (each also documented in the OpenAPI schema) -------------------------------------
 # Bodies larger than this answer 413 before they are parsed.
-DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("API_MAX_BODY_BYTES", 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("API_MAX_BODY_BYTES", 2 * 1024 * 1024)
 MEMORY_MAX_VALUE_BYTES = _env_int("MEMORY_MAX_VALUE_BYTES", 256 * 1024)
+# Per tenant, unless the tenant row overrides them: 429 / 413 beyond.
+TENANT_MAX_ACTIVE_RUNS = _env_int("TENANT_MAX_ACTIVE_RUNS", 1000)
+RUN_MAX_DB_BYTES = _env_int("RUN_MAX_DB_BYTES", 1024 * 1024 * 1024)
+# Encoded JSON sizes: 413 beyond.
+RUN_METADATA_MAX_BYTES = _env_int("RUN_METADATA_MAX_BYTES", 16 * 1024)
+TOOL_ARGS_MAX_BYTES = _env_int("TOOL_ARGS_MAX_BYTES", 256 * 1024)
+TOOL_RESULT_MAX_BYTES = _env_int("TOOL_RESULT_MAX_BYTES", 1024 * 1024)
+EVENT_PAYLOAD_MAX_BYTES = _env_int("EVENT_PAYLOAD_MAX_BYTES", 64 * 1024)
+EVENTS_MAX_BATCH = _env_int("EVENTS_MAX_BATCH", 1000)
+STATE_MAX_BYTES = _env_int("STATE_MAX_BYTES", 1024 * 1024)
 
 # --- Static files (admin) -----------------------------------------------------------------------
 STATIC_URL = "static/"

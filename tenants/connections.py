@@ -19,6 +19,8 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteWrapper
 
+SQLITE_PAGE_SIZE = 4096  # SQLite's default, used by every template
+
 # Same locality as Django's own connection storage (`ConnectionHandler.thread_critical`).
 _local = Local(thread_critical=True)
 
@@ -36,17 +38,24 @@ def _lru() -> "OrderedDict[str, BaseDatabaseWrapper]":
         return _local.lru
 
 
-def sqlite_settings(path: Path, *, create: bool = False) -> dict[str, Any]:
+def sqlite_settings(
+    path: Path, *, create: bool = False, max_bytes: int | None = None
+) -> dict[str, Any]:
     """Return a complete Django database settings dict for one SQLite file.
 
     Unless `create` is true the file is opened with `mode=rw`, so a missing database is an error
-    rather than a new empty file.
+    rather than a new empty file. `max_bytes` caps the file's growth (SQLite answers "database or
+    disk is full"), which is how per-run size limits cost nothing per write.
     """
     name = path.as_uri() if create else f"{path.as_uri()}?mode=rw"
+    options = dict(settings.SQLITE_OPTIONS)
+    if max_bytes is not None:
+        pages = max(1, max_bytes // SQLITE_PAGE_SIZE)
+        options["init_command"] = f"{options['init_command']} PRAGMA max_page_count={pages};"
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": name,
-        "OPTIONS": dict(settings.SQLITE_OPTIONS),
+        "OPTIONS": options,
         "ATOMIC_REQUESTS": False,
         "AUTOCOMMIT": True,
         "CONN_MAX_AGE": None,
@@ -69,14 +78,16 @@ def touch(alias: str) -> bool:
     return True
 
 
-def connection_for(alias: str, path: Path, *, create: bool = False) -> BaseDatabaseWrapper:
+def connection_for(
+    alias: str, path: Path, *, create: bool = False, max_bytes: int | None = None
+) -> BaseDatabaseWrapper:
     """Return this thread's connection wrapper for `alias`, opening a slot for it if needed."""
     lru = _lru()
     conn = lru.get(alias)
     if conn is not None:
         lru.move_to_end(alias)
         return conn
-    conn = SQLiteWrapper(sqlite_settings(path, create=create), alias)
+    conn = SQLiteWrapper(sqlite_settings(path, create=create, max_bytes=max_bytes), alias)
     setattr(_storage(), alias, conn)
     lru[alias] = conn
     _evict(lru)

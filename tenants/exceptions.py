@@ -7,9 +7,17 @@ class ApplicationError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        **extra: object,
+    ):
         super().__init__(message)
         self.message = message
+        self.extra = extra  # rendered beside code and message, e.g. current_version
         if code is not None:
             self.code = code
         if status is not None:
@@ -34,6 +42,11 @@ class InvalidInput(ApplicationError):
 class TooLarge(ApplicationError):
     status = 413
     code = "too_large"
+
+
+class TooManyRequests(ApplicationError):
+    status = 429
+    code = "limit_reached"
 
 
 class Unavailable(ApplicationError):

@@ -97,7 +97,9 @@ def databases_pending(*, tenant_slug: str | None = None) -> "list[Target]":
         schema_version=code_version()
     )
     if tenant_slug is not None:
-        rows = rows.filter(Q(tenant_owner__slug=tenant_slug))
+        rows = rows.filter(
+            Q(tenant_owner__slug=tenant_slug) | Q(run_owner__tenant__slug=tenant_slug)
+        )
     fields = ("id", "path", "kind", "schema_version")
     return [Target(*row) for row in rows.order_by("id").values_list(*fields)]
 
@@ -111,7 +113,7 @@ def fleet_migrate(
 ) -> FleetReport:
     """Migrate every pending database; record each outcome in the ledger as it lands."""
     report = FleetReport(target_version=code_version())
-    for kind in (Scope.TENANT,):
+    for kind in (Scope.TENANT, Scope.RUN):
         ensure_template(kind)
     pending = databases_pending(tenant_slug=tenant_slug)
     report.total = len(pending)

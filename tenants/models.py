@@ -58,6 +58,12 @@ class Tenant(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    max_active_runs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty: TENANT_MAX_ACTIVE_RUNS."
+    )
+    max_run_db_bytes = models.BigIntegerField(
+        null=True, blank=True, help_text="Empty: RUN_MAX_DB_BYTES."
+    )
 
     def __str__(self) -> str:
         return self.slug

@@ -29,7 +29,7 @@ def bound_alias(scope: Scope) -> str:
         run = current_run()
         alias = run_alias(run.id)
         if not touch(alias):
-            connection_for(alias, absolute(run.database.path))
+            connection_for(alias, absolute(run.database.path), max_bytes=run.max_db_bytes)
         return alias
     return DEFAULT_DB_ALIAS
 

@@ -1,11 +1,9 @@
 """Writes of the control plane and of tenant memory."""
 
 import hashlib
-import json
 import logging
 import re
 import secrets
-import shutil
 from datetime import timedelta
 from typing import Any
 
@@ -13,13 +11,14 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from tenants.exceptions import Conflict, InvalidInput, NotFound, TooLarge
+from tenants.exceptions import Conflict, InvalidInput, NotFound
 from tenants.ids import new_id
-from tenants.models import SLUG_PATTERN, ApiKey, Database, MemoryEntry, Tenant
-from tenants.paths import absolute, tenant_db_relpath, tenant_dir
+from tenants.limits import check_json_size
+from tenants.models import SLUG_PATTERN, ApiKey, MemoryEntry, Tenant
+from tenants.paths import tenant_db_relpath
+from tenants.provisioning import database_provisioned
 from tenants.router import bound_alias
 from tenants.rows import insert_row
-from tenants.schema import copy_template, ensure_template
 from tenants.scopes import Scope
 
 logger = logging.getLogger(__name__)
@@ -43,31 +42,17 @@ def tenant_create(*, slug: str, name: str = "") -> Tenant:
             f"Slug {slug!r} is invalid: use 1-63 lowercase letters, digits and inner hyphens."
         )
     tenant_id = new_id("ten")
-    relpath = tenant_db_relpath(tenant_id)
-    template, version = ensure_template(Scope.TENANT)
     try:
-        copy_template(template, absolute(relpath))
-        with transaction.atomic(using="default"):
-            database = insert_row(
-                Database,
-                kind=Database.Kind.TENANT,
-                path=relpath,
-                schema_version=version,
-                home_node=settings.HOME_NODE,
-            )
+        with database_provisioned(Scope.TENANT, tenant_db_relpath(tenant_id)) as database:
             tenant = insert_row(Tenant, id=tenant_id, slug=slug, name=name, database=database)
             tenant.database = database
     except IntegrityError as exc:
-        shutil.rmtree(tenant_dir(tenant_id), ignore_errors=True)
         if Tenant.objects.filter(slug=slug).exists():
             raise Conflict(
                 f"A tenant with slug {slug!r} already exists.", code="slug_taken"
             ) from exc
         raise
-    except BaseException:
-        shutil.rmtree(tenant_dir(tenant_id), ignore_errors=True)
-        raise
-    logger.info("tenant %s (%s) provisioned at schema %s", slug, tenant_id, version)
+    logger.info("tenant %s (%s) provisioned at schema %s", slug, tenant_id, database.schema_version)
     return tenant
 
 
@@ -120,11 +105,7 @@ def memory_key_check(key: str) -> str:
 def memory_put(*, key: str, value: Any) -> tuple[MemoryEntry, bool]:
     """Store `value` under `key` in the bound tenant's memory; return (entry, created)."""
     memory_key_check(key)
-    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-    if size > settings.MEMORY_MAX_VALUE_BYTES:
-        raise TooLarge(
-            f"Memory value is {size} bytes; the limit is {settings.MEMORY_MAX_VALUE_BYTES}."
-        )
+    size = check_json_size(value, limit=settings.MEMORY_MAX_VALUE_BYTES, what="Memory value")
     now = timezone.now()
     with transaction.atomic(using=bound_alias(Scope.TENANT)):
         entry = MemoryEntry.objects.filter(key=key).first()

@@ -82,7 +82,7 @@ def test_missing_wrong_and_revoked_keys_get_401(api, client):
 def test_value_over_the_limit_is_413(api, settings):
     settings.MEMORY_MAX_VALUE_BYTES = 100
     error = assert_error(api.put("/api/v1/memory/big", {"value": "x" * 200}), 413, "too_large")
-    assert "limit is 100" in error["message"]
+    assert "limit is 100." in error["message"]
     assert api.put("/api/v1/memory/small", {"value": "x" * 50}).status_code == 201
 
 

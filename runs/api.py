@@ -1,0 +1,208 @@
+"""Run endpoints. The middleware has bound the API key's tenant; every run id is looked up
+within that tenant, so another tenant's run is the same 404 as an unknown one."""
+
+from django.http import HttpRequest
+from ninja import Header, Path, Query, Router, Status
+
+from runs import selectors, services
+from runs.models import Event, Run, StateCheckpoint, ToolCall
+from runs.schemas import (
+    MAX_INT,
+    MAX_SEQ,
+    NAME_PATTERN,
+    CompleteIn,
+    EventOut,
+    EventPage,
+    EventsIn,
+    EventsOut,
+    RunCountsOut,
+    RunIn,
+    RunOut,
+    RunPage,
+    StateIn,
+    StateOut,
+    ToolCallIn,
+    ToolCallOut,
+    ToolCallOutcomeIn,
+    ToolCallPage,
+)
+from tenants.context import current_tenant
+from tenants.exceptions import InvalidInput
+from tenants.schemas import ErrorOut
+
+router = Router(tags=["runs"])
+
+COMMON = {401: ErrorOut, 404: ErrorOut, 422: ErrorOut, 503: ErrorOut}
+WRITE = {**COMMON, 409: ErrorOut, 413: ErrorOut}
+RUN_ID = Path(..., max_length=64, description="A run id from POST /runs.")
+SEQ = Path(..., ge=1, le=MAX_SEQ)
+AFTER = Query(0, ge=0, le=MAX_SEQ, description="Only items with a higher seq.")
+LIMIT = Query(100, ge=1, le=1000)
+
+
+def _run(run_id: str) -> Run:
+    return selectors.run_get(tenant=current_tenant(), run_id=run_id)
+
+
+def _run_out(run: Run, *, live: bool) -> RunOut:
+    counts = None
+    if live or not run.is_active:
+        counts = RunCountsOut.model_validate(selectors.run_counts(run=run), from_attributes=True)
+    out = RunOut.model_validate(run, from_attributes=True)
+    out.counts = counts
+    return out
+
+
+def _call_out(call: ToolCall) -> ToolCallOut:
+    return ToolCallOut.model_validate(call, from_attributes=True)
+
+
+def _event_out(event: Event) -> EventOut:
+    return EventOut.model_validate(event, from_attributes=True)
+
+
+def _state_out(checkpoint: StateCheckpoint | None) -> StateOut:
+    if checkpoint is None:
+        return StateOut(version=0, state=None, updated_at=None)
+    return StateOut(
+        version=checkpoint.version, state=checkpoint.state, updated_at=checkpoint.created_at
+    )
+
+
+@router.post("/runs", response={201: RunOut, **WRITE, 429: ErrorOut}, summary="Create a run")
+def run_create(request: HttpRequest, body: RunIn) -> Status:
+    run = services.run_create(tenant=current_tenant(), metadata=body.metadata, labels=body.labels)
+    return Status(201, _run_out(run, live=False))
+
+
+@router.get("/runs", response={200: RunPage, **COMMON}, summary="List runs, newest first")
+def runs_list(
+    request: HttpRequest,
+    status: str | None = Query(None, pattern="^(active|succeeded|failed)$"),
+    cursor: str | None = Query(None, max_length=400),
+    limit: int = Query(50, ge=1, le=200),
+) -> RunPage:
+    runs, next_cursor = selectors.runs_list(
+        tenant=current_tenant(), status=status, cursor=cursor, limit=limit
+    )
+    return RunPage(items=[_run_out(r, live=False) for r in runs], next=next_cursor)
+
+
+@router.get("/runs/{run_id}", response={200: RunOut, **COMMON}, summary="One run, with counts")
+def run_get(request: HttpRequest, run_id: str = RUN_ID) -> RunOut:
+    return _run_out(_run(run_id), live=True)
+
+
+@router.post(
+    "/runs/{run_id}/tool-calls",
+    response={201: ToolCallOut, 200: ToolCallOut, **WRITE},
+    summary="Record a tool call (201; 200 for an idempotent retry)",
+)
+def tool_call_record(request: HttpRequest, body: ToolCallIn, run_id: str = RUN_ID) -> Status:
+    call, created = services.tool_call_record(
+        run=_run(run_id), name=body.name, args=body.args, idempotency_key=body.idempotency_key
+    )
+    return Status(201 if created else 200, _call_out(call))
+
+
+@router.patch(
+    "/runs/{run_id}/tool-calls/{seq}",
+    response={200: ToolCallOut, **WRITE},
+    summary="Record a tool call's result or error (once)",
+)
+def tool_call_complete(
+    request: HttpRequest, body: ToolCallOutcomeIn, run_id: str = RUN_ID, seq: int = SEQ
+) -> ToolCallOut:
+    is_error = "error" in body.model_fields_set
+    outcome = services.Outcome(
+        result=body.result,
+        error=body.error,
+        is_error=is_error,
+        started_at=body.started_at,
+        duration_ms=body.duration_ms,
+        input_tokens=body.input_tokens,
+        output_tokens=body.output_tokens,
+        cost_usd=body.cost_usd,
+    )
+    return _call_out(services.tool_call_complete(run=_run(run_id), seq=seq, outcome=outcome))
+
+
+@router.get("/runs/{run_id}/tool-calls", response={200: ToolCallPage, **COMMON})
+def tool_calls_list(
+    request: HttpRequest, run_id: str = RUN_ID, after: int = AFTER, limit: int = LIMIT
+) -> ToolCallPage:
+    calls, next_after = selectors.tool_calls_list(run=_run(run_id), after=after, limit=limit)
+    return ToolCallPage(items=[_call_out(c) for c in calls], next=next_after)
+
+
+@router.get("/runs/{run_id}/tool-calls/{seq}", response={200: ToolCallOut, **COMMON})
+def tool_call_get(request: HttpRequest, run_id: str = RUN_ID, seq: int = SEQ) -> ToolCallOut:
+    return _call_out(selectors.tool_call_get(run=_run(run_id), seq=seq))
+
+
+@router.post(
+    "/runs/{run_id}/events",
+    response={201: EventsOut, **WRITE},
+    summary="Append a batch of events (at most EVENTS_MAX_BATCH)",
+)
+def events_append(request: HttpRequest, body: EventsIn, run_id: str = RUN_ID) -> Status:
+    seqs = services.events_append(
+        run=_run(run_id), events=[(e.kind, e.payload) for e in body.events]
+    )
+    return Status(201, EventsOut(seqs=seqs))
+
+
+@router.get("/runs/{run_id}/events", response={200: EventPage, **COMMON})
+def events_list(
+    request: HttpRequest,
+    run_id: str = RUN_ID,
+    after: int = AFTER,
+    limit: int = LIMIT,
+    kind: str | None = Query(None, pattern=NAME_PATTERN),
+) -> EventPage:
+    events, next_after = selectors.events_list(
+        run=_run(run_id), after=after, limit=limit, kind=kind
+    )
+    return EventPage(items=[_event_out(e) for e in events], next=next_after)
+
+
+@router.get("/runs/{run_id}/state", response={200: StateOut, **COMMON})
+def state_get(request: HttpRequest, run_id: str = RUN_ID) -> StateOut:
+    return _state_out(selectors.state_get(run=_run(run_id)))
+
+
+@router.put(
+    "/runs/{run_id}/state",
+    response={200: StateOut, **WRITE},
+    summary="Checkpoint the state; `If-Match: <version>` (or `version`) must be current",
+)
+def state_put(
+    request: HttpRequest,
+    body: StateIn,
+    run_id: str = RUN_ID,
+    if_match: str | None = Header(None, alias="If-Match", max_length=40),
+) -> StateOut:
+    expected = body.version if if_match is None else _version_from_etag(if_match)
+    if expected is None:
+        raise InvalidInput(
+            "Send the version you are replacing: `If-Match: <version>` or `version`."
+        )
+    checkpoint = services.state_put(run=_run(run_id), state=body.state, expected_version=expected)
+    return _state_out(checkpoint)
+
+
+def _version_from_etag(value: str) -> int:
+    text = value.strip().removeprefix("W/").strip('"')
+    if not text.isdigit() or int(text) > MAX_INT:
+        raise InvalidInput(f"If-Match {value[:40]!r} is not a state version (0, 1, 2, ...).")
+    return int(text)
+
+
+@router.post(
+    "/runs/{run_id}/complete",
+    response={200: RunOut, **WRITE},
+    summary="Finish the run; it takes no writes afterwards (409)",
+)
+def run_complete(request: HttpRequest, body: CompleteIn, run_id: str = RUN_ID) -> RunOut:
+    run = services.run_complete(run=_run(run_id), status=body.status, summary=body.summary)
+    return _run_out(run, live=False)

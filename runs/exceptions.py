@@ -1,0 +1,11 @@
+"""Errors of agent runs."""
+
+from tenants.exceptions import Conflict
+
+
+class RunClosed(Conflict):
+    code = "run_closed"
+
+
+class StaleVersion(Conflict):
+    code = "stale_version"

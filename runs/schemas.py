@@ -1,0 +1,148 @@
+"""Request and response schemas of the runs API. Every limit here is in the OpenAPI schema."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from ninja import Schema
+from pydantic import AwareDatetime, ConfigDict, Field, FiniteFloat, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$"
+KEY_PATTERN = r"^[!-~]{1,200}$"  # printable ASCII, no spaces
+MAX_INT = 2_147_483_647
+MAX_SEQ = 9_223_372_036_854_775_807
+
+
+class Strict(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunIn(Strict):
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form JSON object, at most RUN_METADATA_MAX_BYTES."
+    )
+    labels: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Up to 32 labels of 1-64 characters from A-Z a-z 0-9 _ . : / = -.",
+    )
+
+
+class RunCountsOut(Schema):
+    tool_calls: int
+    events: int
+    state_version: int
+    db_bytes: int
+
+
+class RunOut(Schema):
+    id: str
+    status: Literal["active", "succeeded", "failed"]
+    metadata: dict[str, Any]
+    labels: list[str]
+    created_at: datetime
+    finished_at: datetime | None
+    duration_s: float | None
+    summary: Any = None
+    counts: RunCountsOut | None = Field(
+        None, description="Live for GET /runs/{id}; in lists, only for finished runs."
+    )
+
+
+class RunPage(Schema):
+    items: list[RunOut]
+    next: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
+class ToolCallIn(Strict):
+    name: str = Field(..., pattern=NAME_PATTERN, description="Tool name, 1-128 characters.")
+    args: Any = Field(default_factory=dict, description="JSON, at most TOOL_ARGS_MAX_BYTES.")
+    idempotency_key: str | None = Field(
+        None,
+        pattern=KEY_PATTERN,
+        description="Retries with the same key and body return the first call (200); "
+        "the same key with another name or args is a 409.",
+    )
+
+
+class ToolCallOut(Schema):
+    seq: int
+    name: str
+    args: Any
+    status: Literal["pending", "succeeded", "failed"]
+    result: Any = None
+    error: Any = None
+    idempotency_key: str | None
+    created_at: datetime
+    completed_at: datetime | None
+    started_at: datetime | None
+    duration_ms: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None
+
+
+class ToolCallOutcomeIn(Strict):
+    result: Any = Field(None, description="Set exactly one of `result` and `error`.")
+    error: Any = Field(None, description="Set exactly one of `result` and `error`.")
+    started_at: AwareDatetime | None = None
+    duration_ms: FiniteFloat | None = Field(None, ge=0)
+    input_tokens: int | None = Field(None, ge=0, le=MAX_INT)
+    output_tokens: int | None = Field(None, ge=0, le=MAX_INT)
+    cost_usd: FiniteFloat | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> "ToolCallOutcomeIn":
+        given = {"result", "error"} & self.model_fields_set
+        if len(given) != 1:
+            raise ValueError("send exactly one of `result` and `error`")
+        return self
+
+
+class ToolCallPage(Schema):
+    items: list[ToolCallOut]
+    next: int | None = Field(None, description="Pass as `after` for the next page.")
+
+
+class EventIn(Strict):
+    kind: str = Field(..., pattern=NAME_PATTERN, description="1-128 characters, like tool names.")
+    payload: Any = Field(None, description="JSON, at most EVENT_PAYLOAD_MAX_BYTES.")
+
+
+class EventsIn(Strict):
+    events: list[EventIn] = Field(
+        ..., min_length=1, description="1 to EVENTS_MAX_BATCH (1,000) events; more is a 413."
+    )
+
+
+class EventsOut(Schema):
+    seqs: list[int]
+
+
+class EventOut(Schema):
+    seq: int
+    kind: str
+    payload: Any = None
+    created_at: datetime
+
+
+class EventPage(Schema):
+    items: list[EventOut]
+    next: int | None = Field(None, description="Pass as `after` for the next page.")
+
+
+class StateIn(Strict):
+    state: Any = Field(..., description="JSON, at most STATE_MAX_BYTES.")
+    version: int | None = Field(
+        None, ge=0, le=MAX_INT, description="The version this update replaces (or If-Match)."
+    )
+
+
+class StateOut(Schema):
+    version: int = Field(..., description="0 before the first checkpoint.")
+    state: Any = None
+    updated_at: datetime | None = None
+
+
+class CompleteIn(Strict):
+    status: Literal["succeeded", "failed"]
+    summary: Any = Field(None, description="JSON, at most RUN_METADATA_MAX_BYTES.")

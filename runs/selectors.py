@@ -1,0 +1,126 @@
+"""Reads of agent runs. Listing runs reads the control plane only; the rest binds the run."""
+
+import base64
+import binascii
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Max, Q
+
+from runs.models import Event, Run, StateCheckpoint, ToolCall
+from tenants.context import run_context
+from tenants.exceptions import InvalidInput, NotFound
+from tenants.models import Tenant
+from tenants.paths import absolute
+
+RUN_ID_RE = re.compile(r"^run_[0-9a-z]{20}$")
+
+
+def run_get(*, tenant: Tenant, run_id: str) -> Run:
+    """Return the tenant's run; unknown ids and other tenants' runs are the same 404."""
+    run = None
+    if RUN_ID_RE.match(run_id):
+        run = Run.objects.select_related("database").filter(id=run_id, tenant=tenant).first()
+    if run is None:
+        raise NotFound(f"No run {run_id[:60]!r}.")
+    run.tenant = tenant
+    return run
+
+
+def runs_list(
+    *, tenant: Tenant, status: str | None = None, cursor: str | None = None, limit: int = 50
+) -> tuple[list[Run], str | None]:
+    """Return the tenant's runs, newest first, from the control plane only."""
+    rows = Run.objects.filter(tenant=tenant).order_by("-created_at", "-id")
+    if status:
+        rows = rows.filter(status=status)
+    if cursor:
+        created_at, run_id = _decode_cursor(cursor)
+        rows = rows.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=run_id))
+    page = list(rows.select_related("database")[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    for run in page:
+        run.tenant = tenant
+    return page, (_encode_cursor(page[-1]) if more else None)
+
+
+def _encode_cursor(run: Run) -> str:
+    raw = json.dumps([run.created_at.isoformat(), run.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        created, run_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(run_id)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidInput(
+            f"Cursor {cursor[:80]!r} is invalid: pass the `next` value of the previous page."
+        ) from exc
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    tool_calls: int
+    events: int
+    state_version: int
+    db_bytes: int
+
+
+def run_counts(*, run: Run) -> RunCounts:
+    """Return counts and size: copied values for finished runs, live ones for active runs."""
+    if not run.is_active and run.tool_calls is not None:
+        return RunCounts(run.tool_calls, run.events or 0, run.state_version or 0, run.db_bytes or 0)
+    with run_context(run):
+        # Sequence numbers are gapless, so the highest is the count (an index lookup).
+        tool_calls = ToolCall.objects.aggregate(n=Max("seq"))["n"] or 0
+        events = Event.objects.aggregate(n=Max("seq"))["n"] or 0
+        version = StateCheckpoint.objects.aggregate(v=Max("version"))["v"] or 0
+    path = absolute(run.database.path)
+    size = sum(os.stat(p).st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+    return RunCounts(tool_calls, events, version, size)
+
+
+def tool_call_get(*, run: Run, seq: int) -> ToolCall:
+    with run_context(run):
+        call = ToolCall.objects.filter(seq=seq).first()
+    if call is None:
+        raise NotFound(f"Run {run.id} has no tool call {seq}.")
+    return call
+
+
+def tool_calls_list(
+    *, run: Run, after: int = 0, limit: int = 100
+) -> tuple[list[ToolCall], int | None]:
+    with run_context(run):
+        page = list(ToolCall.objects.filter(seq__gt=after).order_by("seq")[: limit + 1])
+    return _seq_page(page, limit, "seq")
+
+
+def events_list(
+    *, run: Run, after: int = 0, limit: int = 100, kind: str | None = None
+) -> tuple[list[Event], int | None]:
+    with run_context(run):
+        rows = Event.objects.filter(seq__gt=after).order_by("seq")
+        if kind:
+            rows = rows.filter(kind=kind)
+        page = list(rows[: limit + 1])
+    return _seq_page(page, limit, "seq")
+
+
+def _seq_page(page: list[Any], limit: int, field: str) -> tuple[list[Any], int | None]:
+    more = len(page) > limit
+    page = page[:limit]
+    return page, (getattr(page[-1], field) if more else None)
+
+
+def state_get(*, run: Run) -> StateCheckpoint | None:
+    """Return the current state checkpoint, or None before the first `PUT`."""
+    with run_context(run):
+        return StateCheckpoint.objects.order_by("-version").first()

@@ -1,0 +1,244 @@
+"""Writes of agent runs: the registry row in the control plane and each run's own database.
+
+Every function binds the run itself (`run_context`), so callers only pass the `Run`. Writes to
+a run database go through `run_write`: one `BEGIN IMMEDIATE` transaction, which also serialises
+sequence numbers (gapless per run), and database triggers that refuse writes once the run is
+closed, so a write racing `run_complete` cannot land after it.
+"""
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, OperationalError, connections, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from runs.exceptions import RunClosed, StaleVersion
+from runs.models import Event, Run, RunInfo, StateCheckpoint, ToolCall
+from tenants.context import run_context
+from tenants.exceptions import Conflict, InvalidInput, NotFound, TooLarge, TooManyRequests
+from tenants.ids import new_id
+from tenants.limits import check_json_size
+from tenants.models import Tenant
+from tenants.paths import absolute, run_db_relpath
+from tenants.provisioning import database_provisioned
+from tenants.router import bound_alias
+from tenants.rows import insert_row
+from tenants.scopes import Scope
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$")
+NAME_RULE = "1-128 characters from A-Z a-z 0-9 _ . : / -, starting with a letter, digit or _"
+LABEL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/=-]{0,63}$")
+MAX_LABELS = 32
+
+
+def _check_name(value: str, what: str) -> str:
+    if not NAME_RE.match(value):
+        raise InvalidInput(f"{what} {value[:140]!r} is invalid: {NAME_RULE}.")
+    return value
+
+
+def run_create(
+    *, tenant: Tenant, metadata: dict[str, Any] | None = None, labels: list[str] | None = None
+) -> Run:
+    """Provision a run database from the run template and register the run as active."""
+    metadata = metadata or {}
+    labels = labels or []
+    check_json_size(metadata, limit=settings.RUN_METADATA_MAX_BYTES, what="Run metadata")
+    if len(labels) > MAX_LABELS or not all(LABEL_RE.match(label) for label in labels):
+        raise InvalidInput(
+            f"Labels must be at most {MAX_LABELS} strings of 1-64 characters from "
+            "A-Z a-z 0-9 _ . : / = -."
+        )
+    limit = tenant.max_active_runs
+    limit = settings.TENANT_MAX_ACTIVE_RUNS if limit is None else limit
+    run_id = new_id("run")
+    with database_provisioned(Scope.RUN, run_db_relpath(tenant.id, run_id)) as database:
+        # Counted inside the registering transaction (serialised on a SQLite control plane).
+        active = Run.objects.filter(tenant=tenant, status=Run.Status.ACTIVE).count()
+        if active >= limit:
+            raise TooManyRequests(
+                f"Tenant {tenant.slug} has {active} active runs, its limit; complete some first.",
+                code="too_many_active_runs",
+            )
+        run = insert_row(
+            Run, id=run_id, tenant=tenant, database=database, metadata=metadata, labels=labels
+        )
+    run.tenant, run.database = tenant, database
+    return run
+
+
+@contextmanager
+def run_write(run: Run) -> Iterator[str]:
+    """Open a write transaction on the run's database; yield its alias.
+
+    Raise `RunClosed` if the run is not active (checked again by the database's triggers inside
+    the transaction) and `TooLarge` when the run's database reached its size limit.
+    """
+    if not run.is_active:
+        raise RunClosed(f"Run {run.id} is {run.status}; it takes no more writes.")
+    alias = bound_alias(Scope.RUN)
+    try:
+        with transaction.atomic(using=alias):
+            yield alias
+    except IntegrityError as exc:
+        if "run_closed" in str(exc):
+            raise RunClosed(f"Run {run.id} was completed; it takes no more writes.") from exc
+        raise
+    except OperationalError as exc:
+        if "full" in str(exc):
+            raise TooLarge(
+                f"Run {run.id}'s database reached its limit of {run.max_db_bytes} bytes.",
+                code="run_database_full",
+            ) from exc
+        raise
+
+
+def _digest(name: str, args: Any) -> str:
+    canonical = json.dumps([name, args], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(key: str, digest: str) -> ToolCall | None:
+    existing = ToolCall.objects.filter(idempotency_key=key).first()
+    if existing is not None and existing.digest != digest:
+        raise Conflict(
+            f"Idempotency key {key!r} was used for tool call {existing.seq} with a different "
+            "name or args; use a new key for a different call.",
+            code="idempotency_mismatch",
+            seq=existing.seq,
+        )
+    return existing
+
+
+def tool_call_record(
+    *, run: Run, name: str, args: Any, idempotency_key: str | None = None
+) -> tuple[ToolCall, bool]:
+    """Append a tool call to the run's log; return it and whether it was created.
+
+    The same `idempotency_key` with the same name and args returns the call recorded first.
+    """
+    _check_name(name, "Tool name")
+    check_json_size(args, limit=settings.TOOL_ARGS_MAX_BYTES, what="Tool args")
+    digest = _digest(name, args)
+    with run_context(run):
+        if idempotency_key is not None and (found := _replay(idempotency_key, digest)):
+            return found, False
+        with run_write(run):
+            if idempotency_key is not None and (found := _replay(idempotency_key, digest)):
+                return found, False
+            call = ToolCall.objects.create(
+                name=name, args=args, digest=digest, idempotency_key=idempotency_key
+            )
+            return call, True
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `PATCH /tool-calls/{seq}` records; exactly one of `result` and `error` is set."""
+
+    result: Any = None
+    error: Any = None
+    is_error: bool = False
+    started_at: datetime | None = None
+    duration_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+
+
+def tool_call_complete(*, run: Run, seq: int, outcome: Outcome) -> ToolCall:
+    """Record the result or error of tool call `seq`; a second outcome is a conflict."""
+    value = outcome.error if outcome.is_error else outcome.result
+    check_json_size(value, limit=settings.TOOL_RESULT_MAX_BYTES, what="Tool result")
+    with run_context(run), run_write(run):
+        call = ToolCall.objects.filter(seq=seq).first()
+        if call is None:
+            raise NotFound(f"Run {run.id} has no tool call {seq}.")
+        if call.status != ToolCall.Status.PENDING:
+            raise Conflict(
+                f"Tool call {seq} already has its outcome ({call.status}); it is recorded once.",
+                code="already_completed",
+            )
+        call.status = ToolCall.Status.FAILED if outcome.is_error else ToolCall.Status.SUCCEEDED
+        call.result = None if outcome.is_error else outcome.result
+        call.error = outcome.error if outcome.is_error else None
+        call.completed_at = timezone.now()
+        for field in ("started_at", "duration_ms", "input_tokens", "output_tokens", "cost_usd"):
+            setattr(call, field, getattr(outcome, field))
+        call.save()
+        return call
+
+
+def events_append(*, run: Run, events: list[tuple[str, Any]]) -> list[int]:
+    """Append a batch of `(kind, payload)` events in order; return their sequence numbers."""
+    if not events:
+        raise InvalidInput("Send at least one event.")
+    if len(events) > settings.EVENTS_MAX_BATCH:
+        raise TooLarge(
+            f"A batch holds at most {settings.EVENTS_MAX_BATCH} events; got {len(events)}."
+        )
+    now = timezone.now()
+    rows = []
+    for kind, payload in events:
+        _check_name(kind, "Event kind")
+        check_json_size(payload, limit=settings.EVENT_PAYLOAD_MAX_BYTES, what="Event payload")
+        rows.append(Event(kind=kind, payload=payload, created_at=now))
+    with run_context(run), run_write(run):
+        return [event.seq for event in Event.objects.bulk_create(rows)]
+
+
+def state_put(*, run: Run, state: Any, expected_version: int) -> StateCheckpoint:
+    """Store a new version of the run's state if `expected_version` is still the current one."""
+    check_json_size(state, limit=settings.STATE_MAX_BYTES, what="State")
+    with run_context(run), run_write(run):
+        current = StateCheckpoint.objects.aggregate(v=Max("version"))["v"] or 0
+        if expected_version != current:
+            raise StaleVersion(
+                f"State is at version {current}, not {expected_version}; read it and retry.",
+                current_version=current,
+            )
+        return StateCheckpoint.objects.create(version=current + 1, state=state)
+
+
+def run_complete(*, run: Run, status: str, summary: Any = None) -> Run:
+    """Close the run to writes, then copy its final counts and sizes to the control plane."""
+    if status not in (Run.Status.SUCCEEDED, Run.Status.FAILED):
+        raise InvalidInput(f"Status {status!r} is invalid: use 'succeeded' or 'failed'.")
+    check_json_size(summary, limit=settings.RUN_METADATA_MAX_BYTES, what="Summary")
+    if not run.is_active:
+        raise RunClosed(f"Run {run.id} is already {run.status}.")
+    now = timezone.now()
+    with run_context(run):
+        alias = bound_alias(Scope.RUN)
+        with transaction.atomic(using=alias):
+            # Closing first means no write lands after the counts below; an already closed
+            # database (a previous attempt died before the control plane update) is fine.
+            RunInfo.objects.filter(id=1, closed_at__isnull=True).update(closed_at=now)
+            tool_calls = ToolCall.objects.aggregate(n=Max("seq"))["n"] or 0
+            events = Event.objects.aggregate(n=Max("seq"))["n"] or 0
+            version = StateCheckpoint.objects.aggregate(v=Max("version"))["v"] or 0
+        with connections[alias].cursor() as cursor:
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = os.stat(absolute(run.database.path)).st_size
+    updated = Run.objects.filter(pk=run.pk, status=Run.Status.ACTIVE).update(
+        status=status,
+        finished_at=now,
+        summary=summary,
+        tool_calls=tool_calls,
+        events=events,
+        state_version=version,
+        db_bytes=size,
+    )
+    if not updated:
+        raise RunClosed(f"Run {run.id} was completed by another request.")
+    run.refresh_from_db()
+    return run

@@ -1,0 +1,42 @@
+"""New tenant and run databases: a template copy first, its registration second (decision 0007)."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+from django.conf import settings
+from django.db import transaction
+
+from tenants.models import Database
+from tenants.paths import absolute
+from tenants.rows import insert_row
+from tenants.schema import copy_template, ensure_template
+from tenants.scopes import Scope
+
+
+@contextmanager
+def database_provisioned(kind: Scope, relpath: str) -> Iterator[Database]:
+    """Copy the `kind` template to `relpath` and register it; yield the registry row.
+
+    The block runs inside the control-plane transaction that registers the file: register the
+    owner (tenant, run) there. If the block or the commit fails, the file is removed (with its
+    directory when that is left empty), so no registered database lacks its file and no file
+    outlives a failed registration.
+    """
+    template, version = ensure_template(kind)
+    path = absolute(relpath)
+    copy_template(template, path)
+    try:
+        with transaction.atomic(using="default"):
+            yield insert_row(
+                Database,
+                kind=kind.value,
+                path=relpath,
+                schema_version=version,
+                home_node=settings.HOME_NODE,
+            )
+    except BaseException:
+        for suffix in ("", "-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        with suppress(OSError):
+            path.parent.rmdir()
+        raise

@@ -1,0 +1,224 @@
+"""The runs API in-process: semantics of each endpoint and its errors."""
+
+import sqlite3
+
+import pytest
+
+from runs.models import Run
+from tenants.paths import absolute
+
+pytestmark = pytest.mark.django_db
+
+
+def error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code
+    assert body["error"]["message"]
+    return body["error"]
+
+
+def test_create_run_provisions_its_own_database(post, api, tenant):
+    created = post("/api/v1/runs", {"metadata": {"agent": "x"}, "labels": ["a", "b:c"]})
+    assert created.status_code == 201
+    body = created.json()
+    assert body["status"] == "active" and body["metadata"] == {"agent": "x"}
+    run = Run.objects.get(id=body["id"])
+    path = absolute(run.database.path)
+    assert path.exists() and run.database.kind == "run"
+    assert path.parent.parent.name == tenant.id
+    with sqlite3.connect(path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"runs_toolcall", "runs_event", "runs_statecheckpoint"} <= tables
+    assert not {"tenants_memoryentry", "runs_run", "tenants_tenant"} & tables
+
+
+def test_tool_call_lifecycle_with_gapless_seqs(post, api, run_id):
+    base = f"/api/v1/runs/{run_id}/tool-calls"
+    seqs = [post(base, {"name": "search", "args": {"q": i}}).json()["seq"] for i in range(5)]
+    assert seqs == [1, 2, 3, 4, 5]
+    done = post(
+        f"{base}/2",
+        {"result": {"hits": 3}, "duration_ms": 12.5, "input_tokens": 10, "cost_usd": 0.01},
+        method="patch",
+    )
+    assert done.status_code == 200
+    assert done.json()["status"] == "succeeded" and done.json()["result"] == {"hits": 3}
+    failed = post(f"{base}/3", {"error": {"type": "Timeout"}}, method="patch")
+    assert failed.json()["status"] == "failed" and failed.json()["error"] == {"type": "Timeout"}
+    error(post(f"{base}/2", {"result": 1}, method="patch"), 409, "already_completed")
+    error(post(f"{base}/99", {"result": 1}, method="patch"), 404, "not_found")
+    error(post(f"{base}/4", {"result": 1, "error": 2}, method="patch"), 422, "invalid")
+    error(post(f"{base}/4", {}, method="patch"), 422, "invalid")
+    assert post(f"{base}/4", {"result": None}, method="patch").json()["status"] == "succeeded"
+
+    assert api.get(f"{base}/2").json()["result"] == {"hits": 3}
+    page = api.get(f"{base}?after=1&limit=2").json()
+    assert [c["seq"] for c in page["items"]] == [2, 3] and page["next"] == 3
+    rest = api.get(f"{base}?after=3&limit=2").json()
+    assert [c["seq"] for c in rest["items"]] == [4, 5] and rest["next"] is None
+
+
+def test_idempotent_retry_returns_the_same_call(post, run_id):
+    base = f"/api/v1/runs/{run_id}/tool-calls"
+    body = {"name": "pay", "args": {"amount": 5}, "idempotency_key": "k-1"}
+    first = post(base, body)
+    again = post(base, body)
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.json()["seq"] == again.json()["seq"] == 1
+    clash = error(post(base, {**body, "args": {"amount": 6}}), 409, "idempotency_mismatch")
+    assert clash["seq"] == 1
+    assert post(base, {"name": "pay", "args": {}}).json()["seq"] == 2
+
+
+def test_events_batch_and_filters(post, api, run_id, settings):
+    base = f"/api/v1/runs/{run_id}/events"
+    batch = [{"kind": "thought" if i % 2 else "action", "payload": {"i": i}} for i in range(6)]
+    created = post(base, {"events": batch})
+    assert created.status_code == 201 and created.json() == {"seqs": [1, 2, 3, 4, 5, 6]}
+    thoughts = api.get(f"{base}?kind=thought").json()["items"]
+    assert [e["payload"]["i"] for e in thoughts] == [1, 3, 5]
+    page = api.get(f"{base}?after=4").json()
+    assert [e["seq"] for e in page["items"]] == [5, 6]
+    settings.EVENTS_MAX_BATCH = 3
+    error(post(base, {"events": batch}), 413, "too_large")
+    error(post(base, {"events": []}), 422, "invalid")
+
+
+def test_state_checkpoints_with_versions(post, api, run_id):
+    base = f"/api/v1/runs/{run_id}/state"
+    assert api.get(base).json() == {"version": 0, "state": None, "updated_at": None}
+    first = post(base, {"state": {"step": 1}}, method="put", **{"If-Match": "0"})
+    assert first.status_code == 200 and first.json()["version"] == 1
+    second = post(base, {"state": {"step": 2}, "version": 1}, method="put")
+    assert second.json()["version"] == 2
+    stale = error(
+        post(base, {"state": {"step": 9}, "version": 1}, method="put"), 409, "stale_version"
+    )
+    assert stale["current_version"] == 2
+    error(post(base, {"state": {}}, method="put"), 422, "invalid")
+    error(post(base, {"state": {}}, method="put", **{"If-Match": "abc"}), 422, "invalid")
+    assert post(base, {"state": 3}, method="put", **{"If-Match": 'W/"2"'}).json()["version"] == 3
+    assert api.get(base).json()["state"] == 3
+
+
+def test_complete_closes_the_run_and_copies_its_summary(post, api, run_id):
+    post(f"/api/v1/runs/{run_id}/tool-calls", {"name": "a"})
+    post(f"/api/v1/runs/{run_id}/events", {"events": [{"kind": "k"}, {"kind": "k"}]})
+    done = post(f"/api/v1/runs/{run_id}/complete", {"status": "succeeded", "summary": "ok"})
+    assert done.status_code == 200
+    body = done.json()
+    assert body["status"] == "succeeded" and body["summary"] == "ok"
+    assert body["counts"]["tool_calls"] == 1 and body["counts"]["events"] == 2
+    assert body["counts"]["db_bytes"] > 0 and body["duration_s"] >= 0
+    for path, data, method in [
+        ("tool-calls", {"name": "late"}, "post"),
+        ("tool-calls/1", {"result": 1}, "patch"),
+        ("events", {"events": [{"kind": "late"}]}, "post"),
+        ("state", {"state": 1, "version": 0}, "put"),
+        ("complete", {"status": "failed"}, "post"),
+    ]:
+        error(post(f"/api/v1/runs/{run_id}/{path}", data, method=method), 409, "run_closed")
+    run = Run.objects.get(id=run_id)
+    assert (run.tool_calls, run.events, run.status) == (1, 2, "succeeded")
+
+
+def test_write_racing_complete_is_refused_by_the_database(post, tenant, run_id):
+    """A writer that loaded the run before `complete` still cannot write after it."""
+    from runs import services
+    from runs.exceptions import RunClosed
+
+    stale = Run.objects.select_related("database", "tenant").get(id=run_id)
+    fresh = Run.objects.select_related("database", "tenant").get(id=run_id)
+    services.run_complete(run=fresh, status="failed")
+    assert stale.is_active  # what a racing request still believes
+    with pytest.raises(RunClosed, match="completed"):
+        services.tool_call_record(run=stale, name="late", args={})
+    with pytest.raises(RunClosed):
+        services.events_append(run=stale, events=[("late", None)])
+    with pytest.raises(RunClosed):
+        services.state_put(run=stale, state={}, expected_version=0)
+
+
+def test_list_runs_newest_first_with_cursor_and_status(post, api):
+    ids = [post("/api/v1/runs", {}).json()["id"] for _ in range(5)]
+    post(f"/api/v1/runs/{ids[0]}/complete", {"status": "failed"})
+    seen, cursor = [], None
+    while True:
+        page = api.get("/api/v1/runs?limit=2" + (f"&cursor={cursor}" if cursor else "")).json()
+        seen += [r["id"] for r in page["items"]]
+        cursor = page["next"]
+        if not cursor:
+            break
+    assert seen == ids[::-1]
+    failed = api.get("/api/v1/runs?status=failed").json()["items"]
+    assert [r["id"] for r in failed] == [ids[0]] and failed[0]["counts"]["tool_calls"] == 0
+    active = api.get("/api/v1/runs?status=active").json()["items"]
+    assert len(active) == 4 and all(r["counts"] is None for r in active)
+    error(api.get("/api/v1/runs?status=bogus"), 422, "invalid")
+    error(api.get("/api/v1/runs?cursor=notacursor"), 422, "invalid")
+
+
+def test_get_run_has_live_counts(post, api, run_id):
+    post(f"/api/v1/runs/{run_id}/tool-calls", {"name": "a"})
+    body = api.get(f"/api/v1/runs/{run_id}").json()
+    assert body["counts"]["tool_calls"] == 1 and body["counts"]["db_bytes"] > 0
+
+
+def test_other_tenants_runs_are_404_on_every_endpoint(post, other_api, run_id):
+    import json
+
+    calls = [
+        ("get", f"/api/v1/runs/{run_id}", None),
+        ("get", f"/api/v1/runs/{run_id}/tool-calls", None),
+        ("get", f"/api/v1/runs/{run_id}/tool-calls/1", None),
+        ("post", f"/api/v1/runs/{run_id}/tool-calls", {"name": "x"}),
+        ("patch", f"/api/v1/runs/{run_id}/tool-calls/1", {"result": 1}),
+        ("post", f"/api/v1/runs/{run_id}/events", {"events": [{"kind": "x"}]}),
+        ("get", f"/api/v1/runs/{run_id}/events", None),
+        ("get", f"/api/v1/runs/{run_id}/state", None),
+        ("put", f"/api/v1/runs/{run_id}/state", {"state": 1, "version": 0}),
+        ("post", f"/api/v1/runs/{run_id}/complete", {"status": "failed"}),
+    ]
+    post(f"/api/v1/runs/{run_id}/tool-calls", {"name": "mine"})
+    unknown = run_id[:-4] + "zzzz"
+    for method, path, data in calls:
+        kwargs = {"headers": {"Authorization": f"Bearer {other_api.key}"}}
+        if data is not None:
+            kwargs.update(data=json.dumps(data), content_type="application/json")
+        theirs = getattr(other_api.client, method)(path, **kwargs)
+        missing = getattr(other_api.client, method)(path.replace(run_id, unknown), **kwargs)
+        assert theirs.status_code == missing.status_code == 404, (method, path)
+        assert theirs.json()["error"]["code"] == missing.json()["error"]["code"] == "not_found"
+        assert run_id not in theirs.content.decode() or "No run" in theirs.content.decode()
+    assert other_api.get("/api/v1/runs").json()["items"] == []
+
+
+def test_limits_and_validation(post, api, run_id, tenant, settings):
+    base = f"/api/v1/runs/{run_id}/tool-calls"
+    error(post(base, {"name": "bad name!"}), 422, "invalid")
+    error(post(base, {"name": "ok", "extra": 1}), 422, "invalid")
+    settings.TOOL_ARGS_MAX_BYTES = 50
+    error(post(base, {"name": "ok", "args": {"x": "y" * 100}}), 413, "too_large")
+    error(post("/api/v1/runs", {"labels": ["has space"]}), 422, "invalid")
+    error(post(f"{base}?after=1", {"name": "ok", "args": 1e999}), 400, "bad_request")
+
+    tenant.max_active_runs = 1
+    tenant.save()
+    error(post("/api/v1/runs", {}), 429, "too_many_active_runs")
+
+
+def test_run_database_size_limit_is_413(post, api, tenant):
+    tenant.max_run_db_bytes = 200 * 1024
+    tenant.save()
+    run_id = post("/api/v1/runs", {}).json()["id"]
+    base = f"/api/v1/runs/{run_id}/events"
+    statuses = set()
+    for _ in range(40):
+        response = post(base, {"events": [{"kind": "blob", "payload": "x" * 60_000}]})
+        statuses.add(response.status_code)
+        if response.status_code == 413:
+            assert response.json()["error"]["code"] == "run_database_full"
+            break
+    assert statuses == {201, 413}
+    assert api.get(f"/api/v1/runs/{run_id}/events?limit=1").status_code == 200

@@ -1,0 +1,85 @@
+"""Admin: runs per tenant, and a read-only browser of one run's database."""
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from runs.models import Event, Run, StateCheckpoint, ToolCall
+from tenants.context import run_context
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "tenant",
+        "status",
+        "created_at",
+        "finished_at",
+        "tool_calls",
+        "events",
+        "db_bytes",
+    )
+    list_filter = ("status", "tenant")
+    search_fields = ("id", "tenant__slug")
+    list_select_related = ("tenant",)
+    readonly_fields = (
+        "id",
+        "tenant",
+        "database",
+        "status",
+        "metadata",
+        "labels",
+        "created_at",
+        "finished_at",
+        "summary",
+        "tool_calls",
+        "events",
+        "state_version",
+        "db_bytes",
+        "browse_link",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # runs are created through the API, which provisions their database
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="run database")
+    def browse_link(self, obj: Run) -> str:
+        url = reverse("admin:runs_run_browse", args=[obj.pk])
+        return format_html('<a href="{}">Browse tool calls, events and state</a>', url)
+
+    def get_urls(self) -> list[Any]:
+        own = [
+            path(
+                "<str:run_id>/browse/",
+                self.admin_site.admin_view(self.browse_view),
+                name="runs_run_browse",
+            )
+        ]
+        return own + super().get_urls()
+
+    def browse_view(self, request: HttpRequest, run_id: str) -> HttpResponse:
+        run = Run.objects.select_related("tenant", "database").filter(pk=run_id).first()
+        if run is None:
+            raise Http404("No such run.")
+        with run_context(run):
+            calls = list(ToolCall.objects.order_by("-seq")[:200])
+            events = list(Event.objects.order_by("-seq")[:200])
+            state = StateCheckpoint.objects.order_by("-version").first()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Run {run.id} of {run.tenant.slug}",
+            "run": run,
+            "calls": calls,
+            "events": events,
+            "state": state,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/runs/browse.html", context)

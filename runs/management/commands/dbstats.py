@@ -1,0 +1,80 @@
+import json
+import os
+from collections import defaultdict
+from contextlib import suppress
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Count
+from tqdm import tqdm
+
+from runs.models import Run
+from tenants.models import Tenant
+from tenants.paths import absolute
+
+
+class Command(BaseCommand):
+    help = (
+        "Per tenant: number of databases (the tenant's own and one per run), their size on disk "
+        "(with -wal files), and runs by status. Reads the control plane and stats files; opens "
+        "no database."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--tenant", metavar="SLUG", help="Only this tenant.")
+        parser.add_argument(
+            "--json", action="store_true", dest="as_json", help="One JSON object per line."
+        )
+
+    def handle(self, *args: Any, tenant: str | None, as_json: bool, **options: Any) -> None:
+        tenants = Tenant.objects.select_related("database").order_by("slug")
+        if tenant is not None:
+            tenants = tenants.filter(slug=tenant)
+            if not tenants.exists():
+                raise CommandError(f"No tenant {tenant!r}.")
+        by_status: dict[str, dict[str, int]] = defaultdict(dict)
+        grouped = (
+            Run.objects.filter(tenant__in=tenants)
+            .values("tenant_id", "status")
+            .annotate(n=Count("id"))
+            .values_list("tenant_id", "status", "n")
+        )
+        for tenant_id, status, count in grouped:
+            by_status[tenant_id][status] = count
+        paths: dict[str, list[str]] = defaultdict(list)
+        for tenant_id, relpath in Run.objects.filter(tenant__in=tenants).values_list(
+            "tenant_id", "database__path"
+        ):
+            paths[tenant_id].append(relpath)
+
+        rows = []
+        for t in tqdm(list(tenants), unit="tenant", disable=None, file=self.stderr):
+            files = [t.database.path, *paths[t.id]]
+            rows.append(
+                {
+                    "tenant": t.slug,
+                    "databases": len(files),
+                    "bytes": sum(_size(relpath) for relpath in files),
+                    "runs": by_status.get(t.id, {}),
+                }
+            )
+        if as_json:
+            for row in rows:
+                self.stdout.write(json.dumps(row, sort_keys=True))
+            return
+        self.stdout.write(f"{'tenant':<32} {'dbs':>6} {'MiB':>10}  runs by status")
+        for row in rows:
+            runs_text = ", ".join(f"{k} {v}" for k, v in sorted(row["runs"].items())) or "-"
+            self.stdout.write(
+                f"{row['tenant']:<32} {row['databases']:>6} {row['bytes'] / 2**20:>10.2f}  "
+                f"{runs_text}"
+            )
+
+
+def _size(relpath: str) -> int:
+    path = absolute(relpath)
+    total = 0
+    for candidate in (path, path.with_name(path.name + "-wal")):
+        with suppress(FileNotFoundError):
+            total += os.stat(candidate).st_size
+    return total

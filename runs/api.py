@@ -33,7 +33,7 @@ from tenants.schemas import ErrorOut
 router = Router(tags=["runs"])
 
 COMMON = {401: ErrorOut, 404: ErrorOut, 422: ErrorOut, 503: ErrorOut}
-WRITE = {**COMMON, 409: ErrorOut, 413: ErrorOut}
+WRITE = {**COMMON, 400: ErrorOut, 409: ErrorOut, 413: ErrorOut}
 RUN_ID = Path(..., max_length=64, description="A run id from POST /runs.")
 SEQ = Path(..., ge=1, le=MAX_SEQ)
 AFTER = Query(0, ge=0, le=MAX_SEQ, description="Only items with a higher seq.")

@@ -87,7 +87,7 @@ class ToolCall(RunScoped, models.Model):
 
     seq = models.AutoField(primary_key=True)
     name = models.CharField(max_length=128)
-    args = models.JSONField(default=dict)
+    args = models.JSONField(default=dict, null=True)  # SQL NULL stands for JSON null
     digest = models.CharField(max_length=64, help_text="SHA-256 of name and args.")
     idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)

@@ -11,7 +11,8 @@ from tenants.services import MEMORY_KEY_RULE
 router = Router(tags=["memory"])
 
 KEY_DOC = f"Memory key: {MEMORY_KEY_RULE}."
-ERRORS = {401: ErrorOut, 413: ErrorOut, 422: ErrorOut, 503: ErrorOut}
+# 404 everywhere: keys the URL cannot carry (control characters) never reach the view.
+ERRORS = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut, 413: ErrorOut, 422: ErrorOut, 503: ErrorOut}
 
 
 def _out(entry: MemoryEntry) -> MemoryOut:
@@ -29,9 +30,7 @@ def memory_list(
     return MemoryPage(items=[_out(e) for e in entries], next=next_cursor)
 
 
-@router.get(
-    "/memory/{path:key}", response={200: MemoryOut, 404: ErrorOut, **ERRORS}, summary="Read one"
-)
+@router.get("/memory/{path:key}", response={200: MemoryOut, **ERRORS}, summary="Read one")
 def memory_get(request: HttpRequest, key: str = Path(..., description=KEY_DOC)) -> MemoryOut:
     return _out(selectors.memory_get(key=key))
 
@@ -48,9 +47,7 @@ def memory_put(
     return Status(201 if created else 200, _out(entry))
 
 
-@router.delete(
-    "/memory/{path:key}", response={204: None, 404: ErrorOut, **ERRORS}, summary="Delete one"
-)
+@router.delete("/memory/{path:key}", response={204: None, **ERRORS}, summary="Delete one")
 def memory_delete(request: HttpRequest, key: str = Path(..., description=KEY_DOC)) -> HttpResponse:
     services.memory_delete(key=key)
     return HttpResponse(status=204)

@@ -196,9 +196,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = project_env(data_dir, PORT=str(port), WEB_CONCURRENCY="2", WEB_THREADS="4", ACCESS_LOG="")
     manage(env, "migrate", "--no-input", "-v", "0")
     keys = {}
-    for slug in ("acme", "globex"):
+    for slug in ("acme", "globex", "fuzz"):
         manage(env, "create_tenant", slug)
         keys[slug] = manage(env, "create_api_key", slug).stdout.strip().splitlines()[-1]
+    # The log goes to a file: an unread pipe fills up and then blocks the server's workers.
+    log = (data_dir / "gunicorn.log").open("wb")
     proc = subprocess.Popen(
         [
             str(Path(PYTHON).parent / "gunicorn"),
@@ -208,8 +210,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         ],
         env=env,
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -221,3 +223,4 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()

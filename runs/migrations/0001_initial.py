@@ -48,7 +48,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('seq', models.AutoField(primary_key=True, serialize=False)),
                 ('name', models.CharField(max_length=128)),
-                ('args', models.JSONField(default=dict)),
+                ('args', models.JSONField(default=dict, null=True)),
                 ('digest', models.CharField(help_text='SHA-256 of name and args.', max_length=64)),
                 ('idempotency_key', models.CharField(blank=True, max_length=200, null=True, unique=True)),
                 ('status', models.CharField(choices=[('pending', 'Pending'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='pending', max_length=16)),

@@ -42,18 +42,26 @@ def test_full_run_lifecycle_over_http(acme):
     run = expect(acme("POST", "/runs", json={"metadata": {"agent": "e2e"}}), 201)
     rid = run["id"]
     assert expect(acme("GET", f"/runs/{rid}"), 200)["status"] == "active"
-    assert rid in [r["id"] for r in expect(acme("GET", "/runs?status=active&limit=200"), 200)["items"]]
+    assert rid in [
+        r["id"] for r in expect(acme("GET", "/runs?status=active&limit=200"), 200)["items"]
+    ]
 
-    call = expect(acme("POST", f"/runs/{rid}/tool-calls", json={"name": "fetch", "args": {"u": 1}}), 201)
+    call = expect(
+        acme("POST", f"/runs/{rid}/tool-calls", json={"name": "fetch", "args": {"u": 1}}), 201
+    )
     assert call["seq"] == 1 and call["status"] == "pending"
     done = expect(acme("PATCH", f"/runs/{rid}/tool-calls/1", json={"result": [1, 2]}), 200)
     assert done["status"] == "succeeded"
     assert expect(acme("GET", f"/runs/{rid}/tool-calls/1"), 200)["result"] == [1, 2]
     assert expect(acme("GET", f"/runs/{rid}/tool-calls?after=0&limit=10"), 200)["next"] is None
 
-    seqs = expect(acme("POST", f"/runs/{rid}/events", json={"events": [{"kind": "a"}, {"kind": "b"}]}), 201)
+    seqs = expect(
+        acme("POST", f"/runs/{rid}/events", json={"events": [{"kind": "a"}, {"kind": "b"}]}), 201
+    )
     assert seqs == {"seqs": [1, 2]}
-    assert [e["kind"] for e in expect(acme("GET", f"/runs/{rid}/events?kind=b"), 200)["items"]] == ["b"]
+    assert [e["kind"] for e in expect(acme("GET", f"/runs/{rid}/events?kind=b"), 200)["items"]] == [
+        "b"
+    ]
 
     assert expect(acme("GET", f"/runs/{rid}/state"), 200)["version"] == 0
     put = acme("PUT", f"/runs/{rid}/state", json={"state": {"s": 1}}, headers={"If-Match": "0"})
@@ -62,7 +70,12 @@ def test_full_run_lifecycle_over_http(acme):
     assert expect(stale, 409, "stale_version")["error"]["current_version"] == 1
 
     finished = expect(acme("POST", f"/runs/{rid}/complete", json={"status": "succeeded"}), 200)
-    assert finished["counts"] == {**finished["counts"], "tool_calls": 1, "events": 2, "state_version": 1}
+    assert finished["counts"] == {
+        **finished["counts"],
+        "tool_calls": 1,
+        "events": 2,
+        "state_version": 1,
+    }
     expect(acme("POST", f"/runs/{rid}/tool-calls", json={"name": "late"}), 409, "run_closed")
     expect(acme("POST", f"/runs/{rid}/events", json={"events": [{"kind": "x"}]}), 409, "run_closed")
     expect(acme("POST", f"/runs/{rid}/complete", json={"status": "failed"}), 409, "run_closed")
@@ -101,10 +114,19 @@ def test_cross_tenant_access_to_every_run_endpoint_is_404(acme, globex):
 def test_bad_input_gets_json_errors(acme):
     rid = expect(acme("POST", "/runs", json={}), 201)["id"]
     headers = {"Content-Type": "application/json"}
-    expect(acme("POST", f"/runs/{rid}/tool-calls", data=b"{nope", headers=headers), 400, "bad_request")
-    expect(acme("POST", f"/runs/{rid}/tool-calls", data=b'{"args": NaN, "name": "x"}', headers=headers), 400)
+    expect(
+        acme("POST", f"/runs/{rid}/tool-calls", data=b"{nope", headers=headers), 400, "bad_request"
+    )
+    expect(
+        acme(
+            "POST", f"/runs/{rid}/tool-calls", data=b'{"args": NaN, "name": "x"}', headers=headers
+        ),
+        400,
+    )
     expect(acme("POST", f"/runs/{rid}/tool-calls", json={"name": ""}), 422, "invalid")
-    expect(acme("POST", f"/runs/{rid}/tool-calls", json={"name": "x", "async": True}), 422, "invalid")
+    expect(
+        acme("POST", f"/runs/{rid}/tool-calls", json={"name": "x", "async": True}), 422, "invalid"
+    )
     expect(acme("GET", f"/runs/{rid}/tool-calls/0"), 422, "invalid")
     expect(acme("GET", f"/runs/{rid}/tool-calls/99999999999999999999999"), 422, "invalid")
     expect(acme("GET", "/runs/../../etc/passwd"), 404)

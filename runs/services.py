@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, connections, transaction
+from django.db import IntegrityError, OperationalError, connections, router, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -30,7 +30,6 @@ from tenants.limits import check_json_size
 from tenants.models import Tenant
 from tenants.paths import absolute, run_db_relpath
 from tenants.provisioning import database_provisioned
-from tenants.router import bound_alias
 from tenants.rows import insert_row
 from tenants.scopes import Scope
 
@@ -85,7 +84,7 @@ def run_write(run: Run) -> Iterator[str]:
     """
     if not run.is_active:
         raise RunClosed(f"Run {run.id} is {run.status}; it takes no more writes.")
-    alias = bound_alias(Scope.RUN)
+    alias = router.db_for_write(ToolCall)
     try:
         with transaction.atomic(using=alias):
             yield alias
@@ -218,7 +217,7 @@ def run_complete(*, run: Run, status: str, summary: Any = None) -> Run:
         raise RunClosed(f"Run {run.id} is already {run.status}.")
     now = timezone.now()
     with run_context(run):
-        alias = bound_alias(Scope.RUN)
+        alias = router.db_for_write(RunInfo)
         with transaction.atomic(using=alias):
             # Closing first means no write lands after the counts below; an already closed
             # database (a previous attempt died before the control plane update) is fine.

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, router, transaction
 from django.utils import timezone
 
 from tenants.exceptions import Conflict, InvalidInput, NotFound
@@ -17,7 +17,6 @@ from tenants.limits import check_json_size
 from tenants.models import SLUG_PATTERN, ApiKey, MemoryEntry, Tenant
 from tenants.paths import tenant_db_relpath
 from tenants.provisioning import database_provisioned
-from tenants.router import bound_alias
 from tenants.rows import insert_row
 from tenants.scopes import Scope
 
@@ -107,7 +106,7 @@ def memory_put(*, key: str, value: Any) -> tuple[MemoryEntry, bool]:
     memory_key_check(key)
     size = check_json_size(value, limit=settings.MEMORY_MAX_VALUE_BYTES, what="Memory value")
     now = timezone.now()
-    with transaction.atomic(using=bound_alias(Scope.TENANT)):
+    with transaction.atomic(using=router.db_for_write(MemoryEntry)):
         entry = MemoryEntry.objects.filter(key=key).first()
         if entry is None:
             entry = MemoryEntry.objects.create(

@@ -70,7 +70,10 @@ def env_for(data_dir: Path, port: int, shared_db: str = "") -> dict[str, str]:
 def manage(env: dict[str, str], *args: str) -> str:
     result = subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), *args],
-        env=env, cwd=ROOT, capture_output=True, text=True,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         raise SystemExit(f"manage.py {args[0]} failed:\n{result.stderr}")
@@ -165,9 +168,16 @@ def main() -> None:
             log = (data_dir / f"gunicorn-{env['PORT']}.log").open("wb")
             servers.append(
                 subprocess.Popen(
-                    [str(Path(sys.executable).parent / "gunicorn"), "project.wsgi:application",
-                     "-c", "project/gunicorn.conf.py"],
-                    env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                    [
+                        str(Path(sys.executable).parent / "gunicorn"),
+                        "project.wsgi:application",
+                        "-c",
+                        "project/gunicorn.conf.py",
+                    ],
+                    env=env,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
             )
         try:
@@ -175,7 +185,7 @@ def main() -> None:
                 wait_http(f"http://127.0.0.1:{port}/healthz")
             results: dict[str, list[dict]] = {}
             for concurrency in CONCURRENCY:
-                for design, port in (("routed", routed_port), ("shared", shared_port)):
+                for port in (routed_port, shared_port):
                     one_round(port, runs, 200, concurrency)  # warm connections and caches
                 for _ in range(args.rounds):
                     for design, port in (("routed", routed_port), ("shared", shared_port)):

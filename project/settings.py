@@ -169,6 +169,8 @@ STORAGES = {
 # Bodies larger than this answer 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("API_MAX_BODY_BYTES", 2 * 1024 * 1024)
 MEMORY_MAX_VALUE_BYTES = _env_int("MEMORY_MAX_VALUE_BYTES", 256 * 1024)
+# API keys and runs are memoised per process this long (tenants/memo.py); 0 turns it off.
+API_LOOKUP_CACHE_SECONDS = float(os.environ.get("API_LOOKUP_CACHE_SECONDS", "5"))
 # Per tenant, unless the tenant row overrides them: 429 / 413 beyond.
 TENANT_MAX_ACTIVE_RUNS = _env_int("TENANT_MAX_ACTIVE_RUNS", 1000)
 RUN_MAX_DB_BYTES = _env_int("RUN_MAX_DB_BYTES", 1024 * 1024 * 1024)

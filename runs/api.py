@@ -40,8 +40,8 @@ AFTER = Query(0, ge=0, le=MAX_SEQ, description="Only items with a higher seq.")
 LIMIT = Query(100, ge=1, le=1000)
 
 
-def _run(run_id: str) -> Run:
-    return selectors.run_get(tenant=current_tenant(), run_id=run_id)
+def _run(run_id: str, *, fresh: bool = False) -> Run:
+    return selectors.run_get(tenant=current_tenant(), run_id=run_id, fresh=fresh)
 
 
 def _run_out(run: Run, *, live: bool) -> RunOut:
@@ -90,7 +90,7 @@ def runs_list(
 
 @router.get("/runs/{run_id}", response={200: RunOut, **COMMON}, summary="One run, with counts")
 def run_get(request: HttpRequest, run_id: str = RUN_ID) -> RunOut:
-    return _run_out(_run(run_id), live=True)
+    return _run_out(_run(run_id, fresh=True), live=True)
 
 
 @router.post(
@@ -204,5 +204,7 @@ def _version_from_etag(value: str) -> int:
     summary="Finish the run; it takes no writes afterwards (409)",
 )
 def run_complete(request: HttpRequest, body: CompleteIn, run_id: str = RUN_ID) -> RunOut:
-    run = services.run_complete(run=_run(run_id), status=body.status, summary=body.summary)
+    run = services.run_complete(
+        run=_run(run_id, fresh=True), status=body.status, summary=body.summary
+    )
     return _run_out(run, live=False)

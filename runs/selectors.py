@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+import copy
 import json
 import os
 import re
@@ -14,21 +15,42 @@ from django.db.models import Max, Q
 from runs.models import Event, Run, StateCheckpoint, ToolCall
 from tenants.context import run_context
 from tenants.exceptions import InvalidInput, NotFound
+from tenants.memo import Memo
 from tenants.models import Tenant
 from tenants.paths import absolute
 
 RUN_ID_RE = re.compile(r"^run_[0-9a-z]{20}$")
 
 
-def run_get(*, tenant: Tenant, run_id: str) -> Run:
-    """Return the tenant's run; unknown ids and other tenants' runs are the same 404."""
+_run_memo: Memo[Run] = Memo()
+
+
+def run_get(*, tenant: Tenant, run_id: str, fresh: bool = False) -> Run:
+    """Return the tenant's run; unknown ids and other tenants' runs are the same 404.
+
+    Unless `fresh`, the row may come from a memo a few seconds old (`tenants.memo`): its
+    `status` may lag, which writes do not rely on (the run database's triggers decide).
+    """
     run = None
     if RUN_ID_RE.match(run_id):
-        run = Run.objects.select_related("database").filter(id=run_id, tenant=tenant).first()
+        key = (tenant.id, run_id)
+        if fresh:
+            _run_memo.forget(key)
+        cached = _run_memo.get_or_load(key, lambda: _load_run(tenant, run_id))
+        run = None if cached is None else copy.copy(cached)
     if run is None:
         raise NotFound(f"No run {run_id[:60]!r}.")
     run.tenant = tenant
     return run
+
+
+def _load_run(tenant: Tenant, run_id: str) -> Run | None:
+    return Run.objects.select_related("database").filter(id=run_id, tenant=tenant).first()
+
+
+def run_forget(*, run: Run) -> None:
+    """Drop this process's memo of `run` (after its status changed)."""
+    _run_memo.forget((run.tenant_id, run.id))
 
 
 def runs_list(

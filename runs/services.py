@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from runs.exceptions import RunClosed, StaleVersion
 from runs.models import Event, Run, RunInfo, StateCheckpoint, ToolCall
+from runs.selectors import run_forget
 from tenants.context import run_context
 from tenants.exceptions import Conflict, InvalidInput, NotFound, TooLarge, TooManyRequests
 from tenants.ids import new_id
@@ -237,6 +238,7 @@ def run_complete(*, run: Run, status: str, summary: Any = None) -> Run:
         state_version=version,
         db_bytes=size,
     )
+    run_forget(run=run)
     if not updated:
         raise RunClosed(f"Run {run.id} was completed by another request.")
     run.refresh_from_db()

@@ -14,6 +14,7 @@ from django.utils import timezone
 from tenants.exceptions import Conflict, InvalidInput, NotFound
 from tenants.ids import new_id
 from tenants.limits import check_json_size
+from tenants.memo import Memo
 from tenants.models import SLUG_PATTERN, ApiKey, MemoryEntry, Tenant
 from tenants.paths import tenant_db_relpath
 from tenants.provisioning import database_provisioned
@@ -67,20 +68,32 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
+    _key_memo.forget(key.key_hash)
     return key
 
 
+_key_memo: Memo[Tenant] = Memo()
+
+
 def tenant_for_api_key(raw: str) -> Tenant | None:
-    """Return the active tenant a raw API key names, or None for any unknown or revoked key."""
+    """Return the active tenant a raw API key names, or None for any unknown or revoked key.
+
+    The returned tenant may be shared with other threads: treat it as read-only.
+    """
     parts = raw.split("_", 2)
     if len(parts) != 3 or parts[0] != "adb" or not parts[1].isalnum():
         return None
+    digest = _digest(raw)
+    return _key_memo.get_or_load(digest, lambda: _tenant_for_key(parts[1], digest))
+
+
+def _tenant_for_key(prefix: str, digest: str) -> Tenant | None:
     key = (
         ApiKey.objects.select_related("tenant__database")
-        .filter(prefix=parts[1], revoked_at__isnull=True)
+        .filter(prefix=prefix, revoked_at__isnull=True)
         .first()
     )
-    if key is None or not secrets.compare_digest(key.key_hash, _digest(raw)):
+    if key is None or not secrets.compare_digest(key.key_hash, digest):
         return None
     if key.tenant.status != Tenant.Status.ACTIVE or key.tenant.deleted_at is not None:
         return None

@@ -52,6 +52,8 @@ def data_dir(tmp_path: Path, settings, template_cache: Path) -> Iterator[Path]:
     directory = tmp_path / "data"
     shutil.copytree(template_cache, directory / "templates")
     settings.DATA_DIR = directory
+    # In-process tests change rows under the API's feet; memo tests turn it back on.
+    settings.API_LOOKUP_CACHE_SECONDS = 0
     yield directory
     tenant_connections.close_all()
 

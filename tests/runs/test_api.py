@@ -222,3 +222,20 @@ def test_run_database_size_limit_is_413(post, api, tenant):
             break
     assert statuses == {201, 413}
     assert api.get(f"/api/v1/runs/{run_id}/events?limit=1").status_code == 200
+
+
+def test_memoised_run_lookup_never_lets_a_write_in_after_complete(post, api, settings):
+    settings.API_LOOKUP_CACHE_SECONDS = 30
+    run_id = post("/api/v1/runs", {}).json()["id"]
+    assert post(f"/api/v1/runs/{run_id}/tool-calls", {"name": "a"}).status_code == 201
+    assert post(f"/api/v1/runs/{run_id}/complete", {"status": "succeeded"}).status_code == 200
+    error(post(f"/api/v1/runs/{run_id}/tool-calls", {"name": "b"}), 409, "run_closed")
+    assert api.get(f"/api/v1/runs/{run_id}").json()["status"] == "succeeded"
+    # Even a memo entry that still says "active" (another process's) cannot write.
+    from runs import selectors
+
+    selectors._run_memo.clear()
+    stale = Run.objects.select_related("database").get(id=run_id)
+    stale.status = Run.Status.ACTIVE
+    selectors._run_memo.get_or_load((stale.tenant_id, run_id), lambda: stale)
+    error(post(f"/api/v1/runs/{run_id}/events", {"events": [{"kind": "x"}]}), 409, "run_closed")

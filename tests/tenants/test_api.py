@@ -157,3 +157,13 @@ def test_healthz_reports_each_check(client, settings, data_dir, redis_url):
     unwritable = client.get("/healthz")
     assert unwritable.status_code == 503
     assert unwritable.json()["checks"]["data_dir"].startswith("error")
+
+
+def test_memoised_key_lookup_still_honours_revocation_at_once(api, settings):
+    from tenants.models import ApiKey
+
+    settings.API_LOOKUP_CACHE_SECONDS = 30
+    assert api.get("/api/v1/memory").status_code == 200
+    assert api.get("/api/v1/memory").status_code == 200  # served from the memo
+    api_key_revoke(key=ApiKey.objects.get())
+    assert_error(api.get("/api/v1/memory"), 401, "unauthorized")

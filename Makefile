@@ -39,8 +39,9 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+## Every benchmark, merged into one JSON object (bench/provision.py, bench/http.py).
 bench: $(STAMP)
-	$(BIN)/python bench/provision.py
+	$(BIN)/python bench/all.py
 
 ## A Celery worker (needs REDIS_URL).
 worker: migrate

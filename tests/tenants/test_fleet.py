@@ -148,3 +148,33 @@ def test_data_migrations_fall_back_to_the_executor_per_database(fleet):
     with sqlite3.connect(data_dir / "control.sqlite3") as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     assert "fleetapp_note" not in names
+
+
+def test_run_databases_are_migrated_beside_tenant_databases(tmp_path):
+    data_dir = tmp_path / "data"
+    env = project_env(data_dir)
+    v1, v2 = stage(env, "v1"), stage(env, "v2")
+    manage(v1, "migrate", "--no-input", "-v", "0")
+    manage(
+        v1,
+        "shell",
+        "-c",
+        "from runs.services import run_create\n"
+        "from tenants.services import tenant_create\n"
+        "t = tenant_create(slug='with-runs')\n"
+        "run_create(tenant=t); run_create(tenant=t)",
+    )
+    manage(v2, "migrate", "--no-input", "-v", "0")
+    result = manage(v2, "migrate_tenants", "--tenant", "with-runs")
+    assert "3 migrated" in result.stdout
+    rows = ledger(data_dir)
+    assert len(rows) == 3 and len({version for _, version, _ in rows}) == 1
+    for path, _, _ in rows:
+        with sqlite3.connect(data_dir / path) as conn:
+            applied = {
+                r[0]
+                for r in conn.execute("SELECT name FROM django_migrations WHERE app='fleetapp'")
+            }
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert applied == {"0001_initial", "0002_note_pinned"}
+        assert ("fleetapp_note" in tables) == ("/runs/" not in path)  # tenant scope only

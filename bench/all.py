@@ -1,0 +1,28 @@
+"""`make bench`: run every benchmark and print their results merged into one JSON object."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHES = ["provision.py", "http.py"]
+
+
+def main() -> None:
+    merged: dict[str, object] = {"benches": []}
+    for script in BENCHES:
+        out = subprocess.run(
+            [sys.executable, str(Path(__file__).parent / script)],
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode != 0:
+            raise SystemExit(f"bench/{script} failed:\n{out.stderr}")
+        result = json.loads(out.stdout)
+        merged["benches"].append(result.pop("bench"))  # type: ignore[attr-defined]
+        merged.update(result)
+    print(json.dumps(merged, indent=2))
+
+
+if __name__ == "__main__":
+    main()

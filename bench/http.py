@@ -25,14 +25,19 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import argparse  # noqa: E402
 import http.client  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
-from tests.conftest import free_port, wait_http  # noqa: E402
+from tests.processes import (  # noqa: E402
+    free_port,
+    manage,
+    project_env,
+    start_gunicorn,
+    stop_gunicorn,
+    wait_http,
+)
 
 TENANTS = 10
 RUNS_PER_TENANT = 4
@@ -52,32 +57,15 @@ print(json.dumps(out))
 
 
 def env_for(data_dir: Path, port: int, shared_db: str = "") -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "CONTROL_DATABASE_URL"}}
-    env.update(
-        DATA_DIR=str(data_dir),
-        CONTROL_DATABASE_URL=f"sqlite:///{data_dir / 'control.sqlite3'}",
+    return project_env(
+        data_dir,
         DJANGO_SETTINGS_MODULE="bench.settings_http",
         BENCH_SHARED_RUNS_DB=shared_db,
         LOG_LEVEL="ERROR",
         ACCESS_LOG="",
         PORT=str(port),
         TENANT_MAX_ACTIVE_RUNS="100000",
-        PYTHONPATH=str(ROOT),
     )
-    return env
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"manage.py {args[0]} failed:\n{result.stderr}")
-    return result.stdout
 
 
 def drive(port: int, requests: list[tuple[str, str, str, bytes | None]], concurrency: int):
@@ -156,30 +144,17 @@ def main() -> None:
         manage(routed_env, "migrate", "--no-input", "-v", "0")
         runs = json.loads(
             manage(routed_env, "shell", "-c", SETUP.format(tenants=TENANTS, runs=RUNS_PER_TENANT))
-            .strip()
+            .stdout.strip()
             .splitlines()[-1]
         )
         # The shared database starts as a copy of the same pre-migrated run template.
         template = next((data_dir / "templates").glob("run-*.sqlite3"))
         shared_db.write_bytes(template.read_bytes())
 
-        servers = []
-        for env in (routed_env, shared_env):
-            log = (data_dir / f"gunicorn-{env['PORT']}.log").open("wb")
-            servers.append(
-                subprocess.Popen(
-                    [
-                        str(Path(sys.executable).parent / "gunicorn"),
-                        "project.wsgi:application",
-                        "-c",
-                        "project/gunicorn.conf.py",
-                    ],
-                    env=env,
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+        servers = [
+            start_gunicorn(env, data_dir / f"gunicorn-{env['PORT']}.log")
+            for env in (routed_env, shared_env)
+        ]
         try:
             for port in (routed_port, shared_port):
                 wait_http(f"http://127.0.0.1:{port}/healthz")
@@ -194,8 +169,7 @@ def main() -> None:
                         )
         finally:
             for server in servers:
-                server.terminate()
-                server.wait(timeout=30)
+                stop_gunicorn(server)
 
     out: dict[str, object] = {
         "bench": "http",

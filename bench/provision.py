@@ -12,17 +12,23 @@ Usage: .venv/bin/python bench/provision.py [--n-dbs 10000] [--parallel 2]
 Runs in a temporary DATA_DIR with `tests.fleetapp` (stage v1 -> v2) as the pending migration.
 """
 
-import argparse
-import json
-import os
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
+# Run as a script, this file's folder comes first on sys.path, where bench/http.py would
+# shadow the standard library's `http`; put the project root there instead.
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+from tests.processes import manage, project_env  # noqa: E402
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -30,35 +36,21 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def env_for(data_dir: Path, stage: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "CONTROL_DATABASE_URL"}}
-    env.update(
-        DATA_DIR=str(data_dir),
-        CONTROL_DATABASE_URL=f"sqlite:///{data_dir / 'control.sqlite3'}",
+def env_for(data_dir: Path, stage: str) -> dict[str, str]:
+    return project_env(
+        data_dir,
         DJANGO_SETTINGS_MODULE="bench.settings",
         FLEET_STAGE=stage,
-        LOG_LEVEL="WARNING",
         ALLOWED_HOSTS="testserver,localhost,127.0.0.1",
         BENCH_STATIC_DB=str(data_dir / "static.sqlite3"),
-        PYTHONPATH=str(ROOT),
     )
-    env.update(extra)
-    return env
 
 
-def manage(env: dict[str, str], *args: str) -> float:
+def timed_manage(env: dict[str, str], *args: str) -> float:
+    """Run a management command; return its wall time in seconds (process start included)."""
     started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return elapsed
+    manage(env, *args)
+    return time.perf_counter() - started
 
 
 # --- Inside the Django process (stage v1) ---------------------------------------------------------
@@ -210,10 +202,10 @@ def main() -> None:
         result: dict[str, object] = {"bench": "provision"}
         result.update(child("create", v1))
         result["n_dbs"] = args.n_dbs
-        result["migrate_noop_s"] = round(manage(v1, "migrate_tenants"), 3)
+        result["migrate_noop_s"] = round(timed_manage(v1, "migrate_tenants"), 3)
         manage(v2, "migrate", "--no-input", "-v", "0")
         result["migrate_apply_s"] = round(
-            manage(v2, "migrate_tenants", "--parallel", str(args.parallel)), 3
+            timed_manage(v2, "migrate_tenants", "--parallel", str(args.parallel)), 3
         )
         result["migrate_apply_parallel"] = args.parallel
         result.update(child("routing", v2))

@@ -7,24 +7,17 @@ tenant files live in the test's own DATA_DIR (decision 0003).
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
-import requests
 
 from tenants import connections as tenant_connections
 from tenants.scopes import Scope
+from tests.processes import free_port, manage, project_env, start_gunicorn, stop_gunicorn, wait_http
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
 TEST_REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
 
 
@@ -130,58 +123,6 @@ def redis_url() -> Iterator[str]:
     conn.flushdb()
 
 
-# --- Real processes ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def project_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    """Environment for a subprocess of this project with its own DATA_DIR and control plane."""
-    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "CONTROL_DATABASE_URL"}}
-    env.update(
-        DATA_DIR=str(data_dir),
-        CONTROL_DATABASE_URL=f"sqlite:///{data_dir / 'control.sqlite3'}",
-        DJANGO_SETTINGS_MODULE="project.settings",
-        LOG_LEVEL="WARNING",
-        PYTHONPATH=str(ROOT),
-    )
-    env.update(extra)
-    return env
-
-
-def manage(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [PYTHON, str(ROOT / "manage.py"), *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-        )
-    return result
-
-
-def wait_http(url: str, deadline_s: float = 30.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException as exc:
-            last = exc
-            time.sleep(0.05)
-    raise AssertionError(f"{url} did not answer within {deadline_s}s: {last}")
-
-
 @dataclass
 class Server:
     base: str
@@ -201,28 +142,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     for slug in ("acme", "globex", "fuzz"):
         manage(env, "create_tenant", slug)
         keys[slug] = manage(env, "create_api_key", slug).stdout.strip().splitlines()[-1]
-    # The log goes to a file: an unread pipe fills up and then blocks the server's workers.
-    log = (data_dir / "gunicorn.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            str(Path(PYTHON).parent / "gunicorn"),
-            "project.wsgi:application",
-            "-c",
-            "project/gunicorn.conf.py",
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_gunicorn(env, data_dir / "gunicorn.log")
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base}/healthz")
         yield Server(base=base, keys=keys, data_dir=data_dir, env=env)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_gunicorn(proc)

@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import manage, project_env
+from tests.processes import manage, project_env
 
 pytestmark = pytest.mark.processes
 

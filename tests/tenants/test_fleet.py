@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import manage, project_env
+from tests.processes import manage, project_env
 
 pytestmark = pytest.mark.processes
 

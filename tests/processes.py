@@ -1,0 +1,92 @@
+"""Starting this project's own processes (manage.py, gunicorn) for tests and benchmarks."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def project_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for a subprocess of this project with its own DATA_DIR and control plane."""
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "CONTROL_DATABASE_URL"}}
+    env.update(
+        DATA_DIR=str(data_dir),
+        CONTROL_DATABASE_URL=f"sqlite:///{data_dir / 'control.sqlite3'}",
+        DJANGO_SETTINGS_MODULE="project.settings",
+        LOG_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def manage(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [PYTHON, str(ROOT / "manage.py"), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def wait_http(url: str, deadline_s: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException as exc:
+            last = exc
+            time.sleep(0.05)
+    raise AssertionError(f"{url} did not answer within {deadline_s}s: {last}")
+
+
+def start_gunicorn(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """Start gunicorn as `make run` does; its log goes to `log_path`.
+
+    Never to an unread pipe: once the pipe is full the server's workers block on logging.
+    """
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [
+                str(Path(PYTHON).parent / "gunicorn"),
+                "project.wsgi:application",
+                "-c",
+                "project/gunicorn.conf.py",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_gunicorn(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

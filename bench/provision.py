@@ -172,7 +172,7 @@ def phase_routing(rounds: int = 7, per_round: int = 600) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-dbs", type=int, default=10_000)
-    parser.add_argument("--parallel", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--parallel", type=int, default=4 * (os.cpu_count() or 1))
     parser.add_argument("--phase", choices=["create", "routing"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase == "create":

@@ -118,14 +118,6 @@ def release(alias: str) -> None:
         delattr(_storage(), alias)
 
 
-def release_path(path: Path) -> None:
-    """Close this thread's connections to the database file at `path` (before moving it)."""
-    target = path.as_uri()
-    for alias, conn in list(_lru().items()):
-        if conn.settings_dict["NAME"].split("?", 1)[0] == target:
-            release(alias)
-
-
 def close_all() -> None:
     """Close every tenant/run connection this thread holds (tests, forks, shutdown)."""
     for alias in list(_lru()):

@@ -49,19 +49,5 @@ class TooManyRequests(ApplicationError):
     code = "limit_reached"
 
 
-class Unavailable(ApplicationError):
-    status = 503
-    code = "unavailable"
-
-
 class NoScopeBound(RuntimeError):
     """A tenant- or run-scoped query ran with nothing bound: a bug, never a fallback."""
-
-
-class ProvisioningError(ApplicationError):
-    status = 503
-    code = "provisioning_failed"
-
-
-class DatabaseQuarantined(Unavailable):
-    code = "database_quarantined"

@@ -34,10 +34,6 @@ def alias_scope(alias: str) -> Scope:
     return Scope.CONTROL
 
 
-def tenant_dir(tenant_id: str) -> Path:
-    return Path(settings.DATA_DIR) / "tenants" / _checked(tenant_id)
-
-
 def tenant_db_relpath(tenant_id: str) -> str:
     return f"tenants/{_checked(tenant_id)}/tenant.sqlite3"
 

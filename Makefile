@@ -41,7 +41,7 @@ fmt: $(STAMP)
 
 ## Every benchmark, merged into one JSON object (bench/provision.py, bench/http.py).
 bench: $(STAMP)
-	$(BIN)/python bench/all.py
+	@$(BIN)/python bench/all.py
 
 ## A Celery worker (needs REDIS_URL).
 worker: migrate

@@ -84,6 +84,7 @@ class FleetReport:
     already_current: int = 0
     fast_path_groups: int = 0
     executor_groups: int = 0
+    executor_reasons: list[str] = field(default_factory=list)
     quarantined: list[Outcome] = field(default_factory=list)
 
     @property
@@ -131,6 +132,7 @@ def fleet_migrate(
         plan = plan_for(members, Scope(kind_name))
         if plan.statements is None:
             report.executor_groups += 1
+            report.executor_reasons.append(plan.why_executor)
         else:
             report.fast_path_groups += 1
         work.extend((batch, plan) for batch in _batches(members, BATCH_SIZE))

@@ -140,6 +140,7 @@ def test_data_migrations_fall_back_to_the_executor_per_database(fleet):
     result = manage(v3, "migrate_tenants", "--parallel", "2")
     assert f"{N_DATABASES} migrated" in result.stdout
     assert "0 replayed-SQL groups, 1 executor" in result.stdout
+    assert "not expressible as SQL: ['fleetapp.0003_pin_urgent']" in result.stdout
     for path, _, _ in rows[:3]:
         with sqlite3.connect(data_dir / path) as conn:
             pinned = dict(conn.execute("SELECT text, pinned FROM fleetapp_note"))

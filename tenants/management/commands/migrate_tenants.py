@@ -58,6 +58,8 @@ class Command(BaseCommand):
             f"{len(report.quarantined)} quarantined, of {report.total} pending "
             f"({report.fast_path_groups} replayed-SQL groups, {report.executor_groups} executor)."
         )
+        for reason in report.executor_reasons:
+            self.stdout.write(f"Migrated through Django's executor, one by one: {reason}.")
         if report.quarantined:
             for outcome in report.quarantined:
                 self.stderr.write(f"QUARANTINED {outcome.path}: {outcome.error}")

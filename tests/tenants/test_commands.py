@@ -10,6 +10,14 @@ from tests.processes import manage, project_env
 pytestmark = pytest.mark.processes
 
 
+def slug_for_key(env: dict[str, str], key: str) -> str:
+    """Ask the project, in its own process, which tenant a raw API key opens."""
+    code = (
+        f"from tenants.services import tenant_for_api_key; print(tenant_for_api_key({key!r}).slug)"
+    )
+    return manage(env, "shell", "-c", code).stdout.strip().splitlines()[-1]
+
+
 @pytest.fixture
 def env(tmp_path):
     env = project_env(tmp_path / "data")
@@ -22,13 +30,7 @@ def test_create_tenant_and_key_then_use_the_key(env, tmp_path):
     assert "Created tenant acme" in out
     key = manage(env, "create_api_key", "acme").stdout.strip().splitlines()[-1]
     assert key.startswith("adb_")
-    check = manage(
-        env,
-        "shell",
-        "-c",
-        f"from tenants.services import tenant_for_api_key; print(tenant_for_api_key({key!r}).slug)",
-    )
-    assert check.stdout.strip().splitlines()[-1] == "acme"
+    assert slug_for_key(env, key) == "acme"
     with sqlite3.connect(tmp_path / "data" / "control.sqlite3") as conn:
         stored = conn.execute("SELECT key_hash FROM tenants_apikey").fetchall()
     assert len(stored) == 1 and key not in stored[0][0]  # only a hash is kept
@@ -80,10 +82,4 @@ def test_bootstrap_demo_prints_a_working_key_once(env):
     assert "/api/docs" in first and "/healthz" in first
     second = manage(env, "bootstrap_demo").stdout
     assert key not in second and "exists" in second
-    check = manage(
-        env,
-        "shell",
-        "-c",
-        f"from tenants.services import tenant_for_api_key; print(tenant_for_api_key({key!r}).slug)",
-    )
-    assert check.stdout.strip().splitlines()[-1] == "demo"
+    assert slug_for_key(env, key) == "demo"

@@ -32,21 +32,25 @@ def note_columns(path: Path) -> set[str]:
         return {row[1] for row in conn.execute("PRAGMA table_info(fleetapp_note)")}
 
 
+def deploy_v1_then_v2(data_dir: Path, provision: str) -> tuple[dict, dict]:
+    """Provision with `provision` (Python) under v1, then migrate the control plane to v2."""
+    env = project_env(data_dir)
+    v1, v2 = stage(env, "v1"), stage(env, "v2")
+    manage(v1, "migrate", "--no-input", "-v", "0")
+    manage(v1, "shell", "-c", provision)
+    manage(v2, "migrate", "--no-input", "-v", "0")
+    return v1, v2
+
+
 @pytest.fixture
 def fleet(tmp_path):
     """N_DATABASES tenants provisioned under v1, control plane migrated to v2."""
     data_dir = tmp_path / "data"
-    env = project_env(data_dir)
-    v1, v2 = stage(env, "v1"), stage(env, "v2")
-    manage(v1, "migrate", "--no-input", "-v", "0")
-    manage(
-        v1,
-        "shell",
-        "-c",
+    v1, v2 = deploy_v1_then_v2(
+        data_dir,
         "from tenants.services import tenant_create\n"
         f"for i in range({N_DATABASES}): tenant_create(slug=f'tenant-{{i}}')",
     )
-    manage(v2, "migrate", "--no-input", "-v", "0")
     return data_dir, v1, v2
 
 
@@ -153,19 +157,13 @@ def test_data_migrations_fall_back_to_the_executor_per_database(fleet):
 
 def test_run_databases_are_migrated_beside_tenant_databases(tmp_path):
     data_dir = tmp_path / "data"
-    env = project_env(data_dir)
-    v1, v2 = stage(env, "v1"), stage(env, "v2")
-    manage(v1, "migrate", "--no-input", "-v", "0")
-    manage(
-        v1,
-        "shell",
-        "-c",
+    _, v2 = deploy_v1_then_v2(
+        data_dir,
         "from runs.services import run_create\n"
         "from tenants.services import tenant_create\n"
         "t = tenant_create(slug='with-runs')\n"
         "run_create(tenant=t); run_create(tenant=t)",
     )
-    manage(v2, "migrate", "--no-input", "-v", "0")
     result = manage(v2, "migrate_tenants", "--tenant", "with-runs")
     assert "3 migrated" in result.stdout
     rows = ledger(data_dir)

@@ -1,5 +1,6 @@
 """Starting this project's own processes (manage.py, gunicorn) for tests and benchmarks."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -80,6 +81,7 @@ def start_gunicorn(env: dict[str, str], log_path: Path) -> subprocess.Popen:
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: master and workers stop together
         )
 
 
@@ -88,5 +90,11 @@ def stop_gunicorn(proc: subprocess.Popen) -> None:
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        kill_gunicorn(proc)
+
+
+def kill_gunicorn(proc: subprocess.Popen) -> None:
+    """SIGKILL the master and every worker at once, as a crash or an OOM kill would."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -19,7 +19,7 @@ V = TypeVar("V")
 
 
 class Memo(Generic[V]):
-    def __init__(self, maxsize: int = 100_000):
+    def __init__(self, maxsize: int = 10_000):
         self._maxsize = maxsize
         self._cache: TTLCache[Hashable, V] | None = None
         self._ttl = -1.0

@@ -160,9 +160,10 @@ def tool_call_complete(*, run: Run, seq: int, outcome: Outcome) -> ToolCall:
     value = outcome.error if outcome.is_error else outcome.result
     check_json_size(value, limit=settings.TOOL_RESULT_MAX_BYTES, what="Tool result")
     with run_context(run), run_write(run):
-        call = ToolCall.objects.filter(seq=seq).first()
-        if call is None:
-            raise NotFound(f"Run {run.id} has no tool call {seq}.")
+        try:
+            call = ToolCall.objects.get(seq=seq)
+        except ToolCall.DoesNotExist:
+            raise NotFound(f"Run {run.id} has no tool call {seq}.") from None
         if call.status != ToolCall.Status.PENDING:
             raise Conflict(
                 f"Tool call {seq} already has its outcome ({call.status}); it is recorded once.",
@@ -172,9 +173,10 @@ def tool_call_complete(*, run: Run, seq: int, outcome: Outcome) -> ToolCall:
         call.result = None if outcome.is_error else outcome.result
         call.error = outcome.error if outcome.is_error else None
         call.completed_at = timezone.now()
-        for field in ("started_at", "duration_ms", "input_tokens", "output_tokens", "cost_usd"):
+        timings = ("started_at", "duration_ms", "input_tokens", "output_tokens", "cost_usd")
+        for field in timings:
             setattr(call, field, getattr(outcome, field))
-        call.save()
+        call.save(update_fields=["status", "result", "error", "completed_at", *timings])
         return call
 
 

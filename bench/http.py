@@ -123,7 +123,7 @@ def one_round(port: int, runs: list[list[str]], n: int, concurrency: int) -> dic
         case: {
             "rps": rps,
             "p50_ms": statistics.median(lat) * 1000,
-            "p99_ms": sorted(lat)[int(0.99 * (len(lat) - 1))] * 1000,
+            "p99_ms": statistics.quantiles(lat, n=100)[98] * 1000,
         }
         for case, (rps, lat) in cases.items()
     }

@@ -1,7 +1,7 @@
 """Bench settings: the fleet-test app (a real pending migration) plus one static database.
 
 The static database is the baseline of `routed_overhead_ratio`: an ordinary Django alias that
-`bench.static_router.StaticRouter` sends tenant-scoped models to while it is enabled.
+`bench.routers.StaticRouter` sends tenant-scoped models to while it is enabled.
 """
 
 import os
@@ -19,4 +19,4 @@ DATABASES = {
         "CONN_MAX_AGE": None,
     },
 }
-DATABASE_ROUTERS = ["bench.static_router.StaticRouter", *DATABASE_ROUTERS]
+DATABASE_ROUTERS = ["bench.routers.StaticRouter", *DATABASE_ROUTERS]

@@ -17,4 +17,4 @@ if SHARED_RUNS_DB:
             "CONN_MAX_AGE": None,
         },
     }
-    DATABASE_ROUTERS = ["bench.shared_router.SharedRunsRouter", *DATABASE_ROUTERS]
+    DATABASE_ROUTERS = ["bench.routers.SharedRunsRouter", *DATABASE_ROUTERS]

@@ -5,11 +5,10 @@ from django.http import HttpRequest
 from ninja import Header, Path, Query, Router, Status
 
 from runs import selectors, services
-from runs.models import Event, Run, StateCheckpoint, ToolCall
+from runs.models import NAME_PATTERN, Event, Run, StateCheckpoint, ToolCall
 from runs.schemas import (
     MAX_INT,
     MAX_SEQ,
-    NAME_PATTERN,
     CompleteIn,
     EventOut,
     EventPage,

@@ -8,6 +8,13 @@ from tenants.ids import new_id
 from tenants.models import Database, Tenant
 from tenants.scopes import RunScoped
 
+# Rules for client-chosen names, shared by the services (checks) and the API (OpenAPI schema).
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$"
+NAME_RULE = "1-128 characters from A-Z a-z 0-9 _ . : / -, starting with a letter, digit or _"
+LABEL_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:/=-]{0,63}$"
+LABEL_RULE = "1-64 characters from A-Z a-z 0-9 _ . : / = -"
+MAX_LABELS = 32
+
 
 def _run_id() -> str:
     return new_id("run")

@@ -6,7 +6,8 @@ from typing import Any, Literal
 from ninja import Schema
 from pydantic import AwareDatetime, ConfigDict, Field, FiniteFloat, model_validator
 
-NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$"
+from runs.models import LABEL_RULE, MAX_LABELS, NAME_PATTERN, NAME_RULE
+
 KEY_PATTERN = r"^[!-~]{1,200}$"  # printable ASCII, no spaces
 MAX_INT = 2_147_483_647
 MAX_SEQ = 9_223_372_036_854_775_807
@@ -22,8 +23,8 @@ class RunIn(Strict):
     )
     labels: list[str] = Field(
         default_factory=list,
-        max_length=32,
-        description="Up to 32 labels of 1-64 characters from A-Z a-z 0-9 _ . : / = -.",
+        max_length=MAX_LABELS,
+        description=f"Up to {MAX_LABELS} labels of {LABEL_RULE}.",
     )
 
 
@@ -54,7 +55,7 @@ class RunPage(Schema):
 
 
 class ToolCallIn(Strict):
-    name: str = Field(..., pattern=NAME_PATTERN, description="Tool name, 1-128 characters.")
+    name: str = Field(..., pattern=NAME_PATTERN, description=f"Tool name: {NAME_RULE}.")
     args: Any = Field(default_factory=dict, description="JSON, at most TOOL_ARGS_MAX_BYTES.")
     idempotency_key: str | None = Field(
         None,
@@ -104,7 +105,7 @@ class ToolCallPage(Schema):
 
 
 class EventIn(Strict):
-    kind: str = Field(..., pattern=NAME_PATTERN, description="1-128 characters, like tool names.")
+    kind: str = Field(..., pattern=NAME_PATTERN, description=f"Event kind: {NAME_RULE}.")
     payload: Any = Field(None, description="JSON, at most EVENT_PAYLOAD_MAX_BYTES.")
 
 

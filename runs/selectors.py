@@ -1,11 +1,7 @@
 """Reads of agent runs. Listing runs reads the control plane only; the rest binds the run."""
 
-import base64
-import binascii
 import copy
-import json
 import os
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,13 +10,12 @@ from django.db.models import Max, Q
 
 from runs.models import Event, Run, StateCheckpoint, ToolCall
 from tenants.context import run_context
-from tenants.exceptions import InvalidInput, NotFound
+from tenants.cursors import cursor_decode, cursor_encode, page_of
+from tenants.exceptions import NotFound
+from tenants.ids import is_id
 from tenants.memo import Memo
 from tenants.models import Tenant
 from tenants.paths import absolute
-
-RUN_ID_RE = re.compile(r"^run_[0-9a-z]{20}$")
-
 
 _run_memo: Memo[Run] = Memo()
 
@@ -32,7 +27,7 @@ def run_get(*, tenant: Tenant, run_id: str, fresh: bool = False) -> Run:
     `status` may lag, which writes do not rely on (the run database's triggers decide).
     """
     run = None
-    if RUN_ID_RE.match(run_id):
+    if is_id(run_id, "run"):
         key = (tenant.id, run_id)
         if fresh:
             _run_memo.forget(key)
@@ -61,30 +56,17 @@ def runs_list(
     if status:
         rows = rows.filter(status=status)
     if cursor:
-        created_at, run_id = _decode_cursor(cursor)
+        created_at, run_id = cursor_decode(cursor, _created_and_id)
         rows = rows.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=run_id))
-    page = list(rows.select_related("database")[: limit + 1])
-    more = len(page) > limit
-    page = page[:limit]
+    page, last = page_of(rows.select_related("database"), limit)
     for run in page:
         run.tenant = tenant
-    return page, (_encode_cursor(page[-1]) if more else None)
+    return page, (cursor_encode([last.created_at.isoformat(), last.id]) if last else None)
 
 
-def _encode_cursor(run: Run) -> str:
-    raw = json.dumps([run.created_at.isoformat(), run.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        created, run_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(run_id)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise InvalidInput(
-            f"Cursor {cursor[:80]!r} is invalid: pass the `next` value of the previous page."
-        ) from exc
+def _created_and_id(value: Any) -> tuple[datetime, str]:
+    created, run_id = value
+    return datetime.fromisoformat(created), str(run_id)
 
 
 @dataclass(frozen=True)
@@ -121,8 +103,8 @@ def tool_calls_list(
     *, run: Run, after: int = 0, limit: int = 100
 ) -> tuple[list[ToolCall], int | None]:
     with run_context(run):
-        page = list(ToolCall.objects.filter(seq__gt=after).order_by("seq")[: limit + 1])
-    return _seq_page(page, limit, "seq")
+        page, last = page_of(ToolCall.objects.filter(seq__gt=after).order_by("seq"), limit)
+    return page, (last.seq if last else None)
 
 
 def events_list(
@@ -132,14 +114,8 @@ def events_list(
         rows = Event.objects.filter(seq__gt=after).order_by("seq")
         if kind:
             rows = rows.filter(kind=kind)
-        page = list(rows[: limit + 1])
-    return _seq_page(page, limit, "seq")
-
-
-def _seq_page(page: list[Any], limit: int, field: str) -> tuple[list[Any], int | None]:
-    more = len(page) > limit
-    page = page[:limit]
-    return page, (getattr(page[-1], field) if more else None)
+        page, last = page_of(rows, limit)
+    return page, (last.seq if last else None)
 
 
 def state_get(*, run: Run) -> StateCheckpoint | None:

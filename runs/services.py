@@ -22,7 +22,18 @@ from django.db.models import Max
 from django.utils import timezone
 
 from runs.exceptions import RunClosed, StaleVersion
-from runs.models import Event, Run, RunInfo, StateCheckpoint, ToolCall
+from runs.models import (
+    LABEL_PATTERN,
+    LABEL_RULE,
+    MAX_LABELS,
+    NAME_PATTERN,
+    NAME_RULE,
+    Event,
+    Run,
+    RunInfo,
+    StateCheckpoint,
+    ToolCall,
+)
 from runs.selectors import run_forget
 from tenants.context import run_context
 from tenants.exceptions import Conflict, InvalidInput, NotFound, TooLarge, TooManyRequests
@@ -34,10 +45,8 @@ from tenants.provisioning import database_provisioned
 from tenants.rows import insert_row
 from tenants.scopes import Scope
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$")
-NAME_RULE = "1-128 characters from A-Z a-z 0-9 _ . : / -, starting with a letter, digit or _"
-LABEL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/=-]{0,63}$")
-MAX_LABELS = 32
+NAME_RE = re.compile(NAME_PATTERN)
+LABEL_RE = re.compile(LABEL_PATTERN)
 
 
 def _check_name(value: str, what: str) -> str:
@@ -54,10 +63,7 @@ def run_create(
     labels = labels or []
     check_json_size(metadata, limit=settings.RUN_METADATA_MAX_BYTES, what="Run metadata")
     if len(labels) > MAX_LABELS or not all(LABEL_RE.match(label) for label in labels):
-        raise InvalidInput(
-            f"Labels must be at most {MAX_LABELS} strings of 1-64 characters from "
-            "A-Z a-z 0-9 _ . : / = -."
-        )
+        raise InvalidInput(f"Labels must be at most {MAX_LABELS} strings of {LABEL_RULE}.")
     limit = tenant.max_active_runs
     limit = settings.TENANT_MAX_ACTIVE_RUNS if limit is None else limit
     run_id = new_id("run")

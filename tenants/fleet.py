@@ -21,6 +21,7 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import closing
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -34,9 +35,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from tenants import connections as tenant_connections
-from tenants.ids import new_id
 from tenants.models import Database
-from tenants.paths import absolute
+from tenants.paths import absolute, scratch_alias
 from tenants.schema import Node, code_migrations, code_version, ensure_template, migrate_file
 from tenants.scopes import Scope
 
@@ -86,10 +86,6 @@ class FleetReport:
     executor_groups: int = 0
     executor_reasons: list[str] = field(default_factory=list)
     quarantined: list[Outcome] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.quarantined
 
 
 def databases_pending(*, tenant_slug: str | None = None) -> "list[Target]":
@@ -212,7 +208,7 @@ def _plan_from_sample(sample: Path, kind: Scope, target_nodes: frozenset[Node]) 
         with _open(by_sql) as sample_conn:
             from_nodes = _applied(sample_conn)
 
-        alias = f"{kind.value}__plan_{new_id('p')}"
+        alias = scratch_alias(kind)
         conn = tenant_connections.connection_for(alias, by_executor)
         captured: list[tuple[str, Any, bool]] = []
 
@@ -277,24 +273,17 @@ def _fingerprint(path: Path) -> tuple[list[tuple[str, str, str]], frozenset[Node
 # --- Applying (runs in worker processes) ---------------------------------------------------------
 
 
-class _open:
-    """A plain sqlite3 connection to an existing database file, closed on exit."""
-
-    def __init__(self, path: Path):
-        self.conn = sqlite3.connect(
-            f"{path.as_uri()}?mode=rw",
-            uri=True,
-            timeout=settings.SQLITE_BUSY_TIMEOUT_S,
-            isolation_level=None,
-        )
-        # As every connection of the project; the checkpoint when it closes fsyncs the file.
-        self.conn.execute(f"PRAGMA synchronous = {settings.SQLITE_SYNCHRONOUS}")
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self.conn
-
-    def __exit__(self, *exc: object) -> None:
-        self.conn.close()
+def _open(path: Path) -> "closing[sqlite3.Connection]":
+    """Return a plain sqlite3 connection to an existing database file, closed on exit."""
+    conn = sqlite3.connect(
+        f"{path.as_uri()}?mode=rw",
+        uri=True,
+        timeout=settings.SQLITE_BUSY_TIMEOUT_S,
+        isolation_level=None,
+    )
+    # As every connection of the project; the checkpoint when it closes fsyncs the file.
+    conn.execute(f"PRAGMA synchronous = {settings.SQLITE_SYNCHRONOUS}")
+    return closing(conn)
 
 
 def _applied(conn: sqlite3.Connection) -> frozenset[Node]:

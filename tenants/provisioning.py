@@ -9,7 +9,7 @@ from django.db import transaction
 from tenants.models import Database
 from tenants.paths import absolute
 from tenants.rows import insert_row
-from tenants.schema import copy_template, ensure_template
+from tenants.schema import copy_template, ensure_template, remove_database_files
 from tenants.scopes import Scope
 
 
@@ -35,8 +35,7 @@ def database_provisioned(kind: Scope, relpath: str) -> Iterator[Database]:
                 home_node=settings.HOME_NODE,
             )
     except BaseException:
-        for suffix in ("", "-wal", "-shm"):
-            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        remove_database_files(path)
         with suppress(OSError):
             path.parent.rmdir()
         raise

@@ -9,6 +9,7 @@ new tenant or run database is a plain copy of it (~0.6 ms, against ~7 ms or more
 import functools
 import hashlib
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from django.db.migrations.loader import MigrationLoader
 
 from tenants.connections import connection_for, release
 from tenants.ids import new_id
-from tenants.paths import templates_dir
+from tenants.paths import scratch_alias, templates_dir
 from tenants.scopes import Scope
 
 Node = tuple[str, str]
@@ -43,7 +44,7 @@ def code_version() -> str:
 
 def migrate_file(path: Path, kind: Scope, *, create: bool = True) -> None:
     """Apply every migration of the code to the SQLite file at `path` with Django's executor."""
-    alias = f"{kind.value}__build_{new_id('b')}"
+    alias = scratch_alias(kind)
     conn = connection_for(alias, path, create=create)
     try:
         executor = MigrationExecutor(conn)
@@ -66,8 +67,7 @@ def ensure_template(kind: Scope) -> tuple[Path, str]:
             migrate_file(building, kind)
             os.replace(building, path)
         finally:
-            for leftover in (building, Path(f"{building}-wal"), Path(f"{building}-shm")):
-                leftover.unlink(missing_ok=True)
+            remove_database_files(building)
     return path, version
 
 
@@ -79,23 +79,23 @@ def copy_template(template: Path, destination: Path) -> None:
     (created exclusively, fsynced with its directory) and removed again if anything fails.
     """
     destination.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        with open(template, "rb") as source:
-            size = os.fstat(source.fileno()).st_size
-            copied = 0
-            while copied < size:
-                sent = os.sendfile(fd, source.fileno(), copied, size - copied)
-                if sent == 0:
-                    raise OSError(f"{template} shrank while being copied.")
-                copied += sent
-        os.fsync(fd)
+        with template.open("rb") as source, destination.open("xb") as target:
+            shutil.copyfileobj(source, target)
+            target.flush()
+            os.fsync(target.fileno())
+    except FileExistsError:
+        raise  # somebody else's file: never remove it
     except BaseException:
-        destination.unlink(missing_ok=True)
+        remove_database_files(destination)
         raise
-    finally:
-        os.close(fd)
     _fsync_dir(destination.parent)
+
+
+def remove_database_files(path: Path) -> None:
+    """Remove a database file with its -wal and -shm companions, if present."""
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -1,9 +1,9 @@
 """Reads of the control plane and of tenant memory."""
 
-import base64
-import binascii
+from typing import Any
 
-from tenants.exceptions import InvalidInput, NotFound
+from tenants.cursors import cursor_decode, cursor_encode, page_of
+from tenants.exceptions import NotFound
 from tenants.models import MemoryEntry
 from tenants.services import memory_key_check
 
@@ -25,22 +25,12 @@ def memory_list(
         # A key range, not LIKE: SQLite's LIKE ignores case and keys are case-sensitive.
         rows = rows.filter(key__gte=prefix, key__lt=prefix + "\U0010ffff")
     if cursor:
-        rows = rows.filter(key__gt=_decode_cursor(cursor))
-    page = list(rows[: limit + 1])
-    more = len(page) > limit
-    page = page[:limit]
-    return page, (_encode_cursor(page[-1].key) if more else None)
+        rows = rows.filter(key__gt=cursor_decode(cursor, _key))
+    page, last = page_of(rows, limit)
+    return page, (cursor_encode(last.key) if last else None)
 
 
-def _encode_cursor(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidInput(
-            f"Cursor {cursor[:80]!r} is invalid: pass the `next` value of the previous page."
-        ) from exc
+def _key(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("a memory cursor carries a key")
+    return value

@@ -6,6 +6,7 @@ import pytest
 
 from runs.models import Run
 from tenants.paths import absolute
+from tests.runs.endpoints import run_endpoints
 
 pytestmark = pytest.mark.django_db
 
@@ -168,26 +169,15 @@ def test_get_run_has_live_counts(post, api, run_id):
 def test_other_tenants_runs_are_404_on_every_endpoint(post, other_api, run_id):
     import json
 
-    calls = [
-        ("get", f"/api/v1/runs/{run_id}", None),
-        ("get", f"/api/v1/runs/{run_id}/tool-calls", None),
-        ("get", f"/api/v1/runs/{run_id}/tool-calls/1", None),
-        ("post", f"/api/v1/runs/{run_id}/tool-calls", {"name": "x"}),
-        ("patch", f"/api/v1/runs/{run_id}/tool-calls/1", {"result": 1}),
-        ("post", f"/api/v1/runs/{run_id}/events", {"events": [{"kind": "x"}]}),
-        ("get", f"/api/v1/runs/{run_id}/events", None),
-        ("get", f"/api/v1/runs/{run_id}/state", None),
-        ("put", f"/api/v1/runs/{run_id}/state", {"state": 1, "version": 0}),
-        ("post", f"/api/v1/runs/{run_id}/complete", {"status": "failed"}),
-    ]
     post(f"/api/v1/runs/{run_id}/tool-calls", {"name": "mine"})
     unknown = run_id[:-4] + "zzzz"
-    for method, path, data in calls:
+    for method, endpoint, data in run_endpoints(run_id):
+        path = "/api/v1" + endpoint
         kwargs = {"headers": {"Authorization": f"Bearer {other_api.key}"}}
         if data is not None:
             kwargs.update(data=json.dumps(data), content_type="application/json")
-        theirs = getattr(other_api.client, method)(path, **kwargs)
-        missing = getattr(other_api.client, method)(path.replace(run_id, unknown), **kwargs)
+        theirs = getattr(other_api.client, method.lower())(path, **kwargs)
+        missing = getattr(other_api.client, method.lower())(path.replace(run_id, unknown), **kwargs)
         assert theirs.status_code == missing.status_code == 404, (method, path)
         assert theirs.json()["error"]["code"] == missing.json()["error"]["code"] == "not_found"
         assert run_id not in theirs.content.decode() or "No run" in theirs.content.decode()

@@ -5,6 +5,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from tests.runs.endpoints import run_endpoints
+
 pytestmark = pytest.mark.processes
 
 
@@ -93,18 +95,7 @@ def test_idempotent_retry_over_http(acme):
 def test_cross_tenant_access_to_every_run_endpoint_is_404(acme, globex):
     rid = expect(acme("POST", "/runs", json={}), 201)["id"]
     acme("POST", f"/runs/{rid}/tool-calls", json={"name": "secret"})
-    for method, path, body in [
-        ("GET", f"/runs/{rid}", None),
-        ("GET", f"/runs/{rid}/tool-calls", None),
-        ("GET", f"/runs/{rid}/tool-calls/1", None),
-        ("POST", f"/runs/{rid}/tool-calls", {"name": "x"}),
-        ("PATCH", f"/runs/{rid}/tool-calls/1", {"result": 1}),
-        ("POST", f"/runs/{rid}/events", {"events": [{"kind": "x"}]}),
-        ("GET", f"/runs/{rid}/events", None),
-        ("GET", f"/runs/{rid}/state", None),
-        ("PUT", f"/runs/{rid}/state", {"state": 1, "version": 0}),
-        ("POST", f"/runs/{rid}/complete", {"status": "failed"}),
-    ]:
+    for method, path, body in run_endpoints(rid):
         expect(globex(method, path, json=body), 404, "not_found")
     call = expect(acme("GET", f"/runs/{rid}/tool-calls/1"), 200)
     assert call["status"] == "pending" and call["name"] == "secret"

@@ -1,19 +1,4 @@
-import django.db.models
-from django.db import migrations, models
+# Stage v3 keeps v1's first migration unchanged.
+from importlib import import_module
 
-import tenants.scopes
-
-
-class Migration(migrations.Migration):
-    initial = True
-    dependencies = []
-    operations = [
-        migrations.CreateModel(
-            name="Note",
-            fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False)),
-                ("text", models.CharField(max_length=200)),
-            ],
-            bases=(tenants.scopes.TenantScoped, django.db.models.Model),
-        ),
-    ]
+Migration = import_module("tests.fleetapp.migrations_v1.0001_initial").Migration

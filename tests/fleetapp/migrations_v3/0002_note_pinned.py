@@ -1,13 +1,4 @@
-from django.db import migrations, models
+# Stage v3 keeps v2's second migration unchanged.
+from importlib import import_module
 
-
-class Migration(migrations.Migration):
-    dependencies = [("fleetapp", "0001_initial")]
-    operations = [
-        migrations.AddField(
-            model_name="note", name="pinned", field=models.BooleanField(default=False)
-        ),
-        migrations.AddIndex(
-            model_name="note", index=models.Index(fields=["pinned"], name="note_pinned_idx")
-        ),
-    ]
+Migration = import_module("tests.fleetapp.migrations_v2.0002_note_pinned").Migration

@@ -57,6 +57,7 @@ def phase_create(n_dbs: int) -> dict[str, float]:
     django.setup()
     from django.db import transaction
 
+    from tenants.ids import new_id
     from tenants.models import Database, Tenant
     from tenants.paths import absolute, tenant_db_relpath
     from tenants.schema import code_version, ensure_template, migrate_file
@@ -76,7 +77,7 @@ def phase_create(n_dbs: int) -> dict[str, float]:
     migrate_ms = []
     for i in range(20):
         started = time.perf_counter()
-        tenant_id = f"ten_migrate{i:010d}"
+        tenant_id = new_id("ten")
         relpath = tenant_db_relpath(tenant_id)
         absolute(relpath).parent.mkdir(parents=True)
         migrate_file(absolute(relpath), Scope.TENANT)

@@ -5,7 +5,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY project ./project
+COPY tenancy ./tenancy
 COPY tenants ./tenants
+COPY memory ./memory
 COPY runs ./runs
 COPY audit ./audit
 COPY manage.py ./

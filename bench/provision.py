@@ -57,11 +57,11 @@ def phase_create(n_dbs: int) -> dict[str, float]:
     django.setup()
     from django.db import transaction
 
-    from tenants.ids import new_id
+    from tenancy.ids import new_id
+    from tenancy.paths import absolute, tenant_db_relpath
+    from tenancy.scopes import Scope
+    from tenancy.templates import code_version, ensure_template, migrate_file
     from tenants.models import Database, Tenant
-    from tenants.paths import absolute, tenant_db_relpath
-    from tenants.schema import code_version, ensure_template, migrate_file
-    from tenants.scopes import Scope
     from tenants.services import tenant_create
 
     ensure_template(Scope.TENANT)
@@ -115,10 +115,11 @@ def phase_routing(rounds: int = 7, per_round: int = 600) -> dict[str, float]:
 
     from bench import settings as bench_settings
     from bench.routers import StaticRouter
-    from tenants.context import tenant_context
+    from memory.services import memory_put
+    from tenancy.context import tenant_context
+    from tenancy.paths import absolute
     from tenants.models import Tenant
-    from tenants.paths import absolute
-    from tenants.services import api_key_create, memory_put
+    from tenants.services import api_key_create
 
     tenants = list(Tenant.objects.select_related("database").order_by("created_at")[:50])
     keys = []

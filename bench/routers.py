@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from tenants.scopes import Scope, scope_of_model
+from tenancy.scopes import Scope, scope_of_model
 
 
 class PinScopeRouter:

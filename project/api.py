@@ -13,7 +13,7 @@ from ninja.parser import Parser
 from ninja.security import HttpBearer
 
 from project.errors import error_response
-from tenants.exceptions import ApplicationError
+from project.exceptions import ApplicationError
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +116,8 @@ def _internal(request: HttpRequest, exc: Exception) -> HttpResponse:
     return error_response(500, "internal_error", "Internal error (logged).")
 
 
+from memory.api import router as memory_router  # noqa: E402
 from runs.api import router as runs_router  # noqa: E402  (handlers first)
-from tenants.api import router as tenants_router  # noqa: E402
 
-api.add_router("/v1/", tenants_router)
+api.add_router("/v1/", memory_router)
 api.add_router("/v1/", runs_router)

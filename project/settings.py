@@ -54,7 +54,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "ninja",
+    "tenancy",
     "tenants",
+    "memory",
     "runs",
     "audit",
 ]
@@ -109,7 +111,7 @@ _control = dj_database_url.parse(CONTROL_DATABASE_URL, conn_max_age=600, conn_he
 if _control["ENGINE"] == "django.db.backends.sqlite3":
     _control["OPTIONS"] = {**SQLITE_OPTIONS, **_control.get("OPTIONS", {})}
 DATABASES = {"default": _control}
-DATABASE_ROUTERS = ["tenants.router.ScopeRouter"]
+DATABASE_ROUTERS = ["tenancy.router.ScopeRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # How many tenant/run connections one thread keeps open (each WAL connection holds 3 fds).
@@ -198,7 +200,7 @@ LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"scope": {"()": "tenants.logging.ScopeFilter"}},
+    "filters": {"scope": {"()": "tenancy.logging.ScopeFilter"}},
     "formatters": {
         "plain": {
             "format": "%(asctime)s %(levelname)s %(name)s [tenant=%(tenant)s run=%(run)s] "

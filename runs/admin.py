@@ -9,7 +9,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from runs.models import Event, Run, StateCheckpoint, ToolCall
-from tenants.context import run_context
+from tenancy.context import run_context
 
 
 @admin.register(Run)

@@ -4,6 +4,8 @@ within that tenant, so another tenant's run is the same 404 as an unknown one.""
 from django.http import HttpRequest
 from ninja import Header, Path, Query, Router, Status
 
+from project.exceptions import InvalidInput
+from project.schemas import ErrorOut
 from runs import selectors, services
 from runs.models import NAME_PATTERN, Event, Run, StateCheckpoint, ToolCall
 from runs.schemas import (
@@ -25,9 +27,7 @@ from runs.schemas import (
     ToolCallOutcomeIn,
     ToolCallPage,
 )
-from tenants.context import current_tenant
-from tenants.exceptions import InvalidInput
-from tenants.schemas import ErrorOut
+from tenancy.context import current_tenant
 
 router = Router(tags=["runs"])
 

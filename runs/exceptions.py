@@ -1,6 +1,6 @@
 """Errors of agent runs."""
 
-from tenants.exceptions import Conflict
+from project.exceptions import Conflict
 
 
 class RunClosed(Conflict):

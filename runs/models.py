@@ -4,9 +4,9 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from tenants.ids import new_id
+from tenancy.ids import new_id
+from tenancy.scopes import RunScoped
 from tenants.models import Database, Tenant
-from tenants.scopes import RunScoped
 
 # Rules for client-chosen names, shared by the services (checks) and the API (OpenAPI schema).
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$"

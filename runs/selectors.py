@@ -8,14 +8,14 @@ from typing import Any
 
 from django.db.models import Max, Q
 
+from project.exceptions import NotFound
+from project.memo import Memo
+from project.pagination import cursor_decode, cursor_encode, page_of
 from runs.models import Event, Run, StateCheckpoint, ToolCall
-from tenants.context import run_context
-from tenants.cursors import cursor_decode, cursor_encode, page_of
-from tenants.exceptions import NotFound
-from tenants.ids import is_id
-from tenants.memo import Memo
+from tenancy.context import run_context
+from tenancy.ids import is_id
+from tenancy.paths import absolute
 from tenants.models import Tenant
-from tenants.paths import absolute
 
 _run_memo: Memo[Run] = Memo()
 
@@ -23,7 +23,7 @@ _run_memo: Memo[Run] = Memo()
 def run_get(*, tenant: Tenant, run_id: str, fresh: bool = False) -> Run:
     """Return the tenant's run; unknown ids and other tenants' runs are the same 404.
 
-    Unless `fresh`, the row may come from a memo a few seconds old (`tenants.memo`): its
+    Unless `fresh`, the row may come from a memo a few seconds old (`project.memo`): its
     `status` may lag, which writes do not rely on (the run database's triggers decide).
     """
     run = None

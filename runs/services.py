@@ -21,6 +21,8 @@ from django.db import IntegrityError, OperationalError, connections, router, tra
 from django.db.models import Max
 from django.utils import timezone
 
+from project.exceptions import Conflict, InvalidInput, NotFound, TooLarge, TooManyRequests
+from project.limits import check_json_size
 from runs.exceptions import RunClosed, StaleVersion
 from runs.models import (
     LABEL_PATTERN,
@@ -35,15 +37,13 @@ from runs.models import (
     ToolCall,
 )
 from runs.selectors import run_forget
-from tenants.context import run_context
-from tenants.exceptions import Conflict, InvalidInput, NotFound, TooLarge, TooManyRequests
-from tenants.ids import new_id
-from tenants.limits import check_json_size
+from tenancy.context import run_context
+from tenancy.ids import new_id
+from tenancy.paths import absolute, run_db_relpath
+from tenancy.provisioning import database_provisioned
+from tenancy.rows import insert_row
+from tenancy.scopes import Scope
 from tenants.models import Tenant
-from tenants.paths import absolute, run_db_relpath
-from tenants.provisioning import database_provisioned
-from tenants.rows import insert_row
-from tenants.scopes import Scope
 
 NAME_RE = re.compile(NAME_PATTERN)
 LABEL_RE = re.compile(LABEL_PATTERN)

@@ -5,14 +5,13 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
+from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from tenants.context import tenant_context
-from tenants.exceptions import ApplicationError
-from tenants.models import ApiKey, Database, MemoryEntry, Tenant
+from memory.admin import memory_browser
+from project.exceptions import ApplicationError
+from tenants.models import ApiKey, Database, Tenant
 from tenants.services import api_key_create, api_key_revoke, tenant_create
 
 
@@ -63,25 +62,7 @@ class TenantAdmin(admin.ModelAdmin):
         return own + super().get_urls()
 
     def memory_view(self, request: HttpRequest, tenant_id: str) -> HttpResponse:
-        tenant = Tenant.objects.select_related("database").filter(pk=tenant_id).first()
-        if tenant is None:
-            self.message_user(request, "No such tenant.", messages.ERROR)
-            return HttpResponseRedirect(reverse("admin:tenants_tenant_changelist"))
-        prefix = request.GET.get("prefix", "")
-        with tenant_context(tenant):
-            rows = MemoryEntry.objects.order_by("key")
-            if prefix:
-                rows = rows.filter(key__gte=prefix, key__lt=prefix + "\U0010ffff")
-            entries = list(rows[:500])
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Memory of {tenant.slug}",
-            "tenant": tenant,
-            "entries": entries,
-            "prefix": prefix,
-            "opts": self.model._meta,
-        }
-        return TemplateResponse(request, "admin/tenants/memory.html", context)
+        return memory_browser(self.admin_site, request, tenant_id)
 
 
 @admin.register(ApiKey)

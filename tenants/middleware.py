@@ -11,7 +11,7 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 
 from project.errors import error_response
-from tenants.context import tenant_context
+from tenancy.context import tenant_context
 from tenants.models import Database
 from tenants.services import tenant_for_api_key
 

@@ -1,11 +1,10 @@
-"""Control-plane models (tenants, API keys, the database registry) and tenant-scoped memory."""
+"""Control-plane models: tenants, API keys and the registry of every tenant and run database."""
 
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
-from tenants.ids import new_id
-from tenants.scopes import TenantScoped
+from tenancy.ids import new_id
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 slug_validator = RegexValidator(
@@ -97,20 +96,3 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
-
-
-class MemoryEntry(TenantScoped, models.Model):
-    """A key/value entry of tenant memory; `/` or `:` in keys act as namespaces."""
-
-    key = models.CharField(primary_key=True, max_length=200)
-    value = models.JSONField(null=True)  # SQL NULL stands for JSON null
-    version = models.PositiveIntegerField(default=1)
-    size_bytes = models.PositiveIntegerField()
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        verbose_name_plural = "memory entries"
-
-    def __str__(self) -> str:
-        return self.key

@@ -1,34 +1,26 @@
-"""Writes of the control plane and of tenant memory."""
+"""Writes of the control plane: tenants and API keys."""
 
 import hashlib
 import logging
 import re
 import secrets
 from datetime import timedelta
-from typing import Any
 
-from django.conf import settings
-from django.db import IntegrityError, router, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
-from tenants.exceptions import Conflict, InvalidInput, NotFound
-from tenants.ids import new_id
-from tenants.limits import check_json_size
-from tenants.memo import Memo
-from tenants.models import SLUG_PATTERN, ApiKey, MemoryEntry, Tenant
-from tenants.paths import tenant_db_relpath
-from tenants.provisioning import database_provisioned
-from tenants.rows import insert_row
-from tenants.scopes import Scope
+from project.exceptions import Conflict, InvalidInput
+from project.memo import Memo
+from tenancy.ids import new_id
+from tenancy.paths import tenant_db_relpath
+from tenancy.provisioning import database_provisioned
+from tenancy.rows import insert_row
+from tenancy.scopes import Scope
+from tenants.models import SLUG_PATTERN, ApiKey, Tenant
 
 logger = logging.getLogger(__name__)
 
 SLUG_RE = re.compile(SLUG_PATTERN)
-MEMORY_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/@+-]{0,199}$")
-MEMORY_KEY_RULE = (
-    "1-200 characters from A-Z a-z 0-9 and _ . : / @ + -, not starting with a punctuation "
-    "mark other than _"
-)
 
 
 def tenant_create(*, slug: str, name: str = "") -> Tenant:
@@ -106,36 +98,3 @@ def _tenant_for_key(prefix: str, digest: str) -> Tenant | None:
 
 def _digest(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
-
-
-def memory_key_check(key: str) -> str:
-    if not MEMORY_KEY_RE.match(key):
-        raise InvalidInput(f"Memory key {key[:220]!r} is invalid: {MEMORY_KEY_RULE}.")
-    return key
-
-
-def memory_put(*, key: str, value: Any) -> tuple[MemoryEntry, bool]:
-    """Store `value` under `key` in the bound tenant's memory; return (entry, created)."""
-    memory_key_check(key)
-    size = check_json_size(value, limit=settings.MEMORY_MAX_VALUE_BYTES, what="Memory value")
-    now = timezone.now()
-    with transaction.atomic(using=router.db_for_write(MemoryEntry)):
-        entry = MemoryEntry.objects.filter(key=key).first()
-        if entry is None:
-            entry = MemoryEntry.objects.create(
-                key=key, value=value, size_bytes=size, created_at=now, updated_at=now
-            )
-            return entry, True
-        entry.value = value
-        entry.size_bytes = size
-        entry.version += 1
-        entry.updated_at = now
-        entry.save(update_fields=["value", "size_bytes", "version", "updated_at"])
-        return entry, False
-
-
-def memory_delete(*, key: str) -> None:
-    memory_key_check(key)
-    deleted, _ = MemoryEntry.objects.filter(key=key).delete()
-    if not deleted:
-        raise NotFound(f"No memory entry with key {key!r}.")

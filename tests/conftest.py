@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tenants import connections as tenant_connections
-from tenants.scopes import Scope
+from tenancy import connections as tenant_connections
+from tenancy.scopes import Scope
 from tests.processes import free_port, manage, project_env, start_gunicorn, stop_gunicorn, wait_http
 
 TEST_REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
@@ -26,7 +26,7 @@ def template_cache(tmp_path_factory: pytest.TempPathFactory, django_db_blocker) 
     """Build the tenant template once per session; each test's DATA_DIR gets a copy."""
     from django.conf import settings
 
-    from tenants.schema import ensure_template
+    from tenancy.templates import ensure_template
 
     cache = tmp_path_factory.mktemp("templates-cache")
     original = settings.DATA_DIR

@@ -3,7 +3,7 @@
 import django.db.models.deletion
 import django.utils.timezone
 import runs.models
-import tenants.scopes
+import tenancy.scopes
 from django.db import migrations, models
 
 
@@ -24,7 +24,7 @@ class Migration(migrations.Migration):
                 ('payload', models.JSONField(blank=True, null=True)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
             ],
-            bases=(tenants.scopes.RunScoped, models.Model),
+            bases=(tenancy.scopes.RunScoped, models.Model),
         ),
         migrations.CreateModel(
             name='RunInfo',
@@ -32,7 +32,7 @@ class Migration(migrations.Migration):
                 ('id', models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False)),
                 ('closed_at', models.DateTimeField(blank=True, null=True)),
             ],
-            bases=(tenants.scopes.RunScoped, models.Model),
+            bases=(tenancy.scopes.RunScoped, models.Model),
         ),
         migrations.CreateModel(
             name='StateCheckpoint',
@@ -41,7 +41,7 @@ class Migration(migrations.Migration):
                 ('state', models.JSONField(null=True)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
             ],
-            bases=(tenants.scopes.RunScoped, models.Model),
+            bases=(tenancy.scopes.RunScoped, models.Model),
         ),
         migrations.CreateModel(
             name='ToolCall',
@@ -62,7 +62,7 @@ class Migration(migrations.Migration):
                 ('output_tokens', models.PositiveIntegerField(blank=True, null=True)),
                 ('cost_usd', models.FloatField(blank=True, null=True)),
             ],
-            bases=(tenants.scopes.RunScoped, models.Model),
+            bases=(tenancy.scopes.RunScoped, models.Model),
         ),
         migrations.CreateModel(
             name='Run',

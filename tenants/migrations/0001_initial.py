@@ -4,7 +4,7 @@ import django.core.validators
 import django.db.models.deletion
 import django.utils.timezone
 import tenants.models
-import tenants.scopes
+import tenancy.scopes
 from django.db import migrations, models
 
 
@@ -29,7 +29,7 @@ class Migration(migrations.Migration):
             options={
                 'verbose_name_plural': 'memory entries',
             },
-            bases=(tenants.scopes.TenantScoped, models.Model),
+            bases=(tenancy.scopes.TenantScoped, models.Model),
         ),
         migrations.CreateModel(
             name='Database',

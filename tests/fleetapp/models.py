@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from tenants.scopes import TenantScoped
+from tenancy.scopes import TenantScoped
 
 
 class Note(TenantScoped, models.Model):

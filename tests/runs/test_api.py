@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 from runs.models import Run
-from tenants.paths import absolute
+from tenancy.paths import absolute
 from tests.runs.endpoints import run_endpoints
 
 pytestmark = pytest.mark.django_db

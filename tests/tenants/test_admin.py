@@ -4,10 +4,11 @@ import re
 
 import pytest
 
-from tenants.context import tenant_context
+from memory.services import memory_put
+from tenancy.context import tenant_context
+from tenancy.paths import absolute
 from tenants.models import ApiKey, Tenant
-from tenants.paths import absolute
-from tenants.services import memory_put, tenant_for_api_key
+from tenants.services import tenant_for_api_key
 
 pytestmark = pytest.mark.django_db
 

@@ -56,9 +56,9 @@ def test_tenant_command_runs_against_that_tenants_database_only(env):
             "--",
             "shell",
             "-c",
-            f"from tenants.services import memory_put; memory_put(key='owner', value={slug!r})",
+            f"from memory.services import memory_put; memory_put(key='owner', value={slug!r})",
         )
-    dumped = manage(env, "tenant_command", "acme", "--", "dumpdata", "tenants.memoryentry").stdout
+    dumped = manage(env, "tenant_command", "acme", "--", "dumpdata", "memory.memoryentry").stdout
     rows = json.loads(dumped)
     assert [(r["pk"], r["fields"]["value"]) for r in rows] == [("owner", "acme")]
     listed = manage(
@@ -68,7 +68,7 @@ def test_tenant_command_runs_against_that_tenants_database_only(env):
         "--",
         "shell",
         "-c",
-        "from tenants.models import MemoryEntry\n"
+        "from memory.models import MemoryEntry\n"
         "print(list(MemoryEntry.objects.values_list('value', flat=True)))",
     ).stdout
     assert listed.strip().splitlines()[-1] == "['globex']"

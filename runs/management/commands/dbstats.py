@@ -9,8 +9,8 @@ from django.db.models import Count
 from tqdm import tqdm
 
 from runs.models import Run
+from tenancy.paths import absolute
 from tenants.models import Tenant
-from tenants.paths import absolute
 
 
 class Command(BaseCommand):

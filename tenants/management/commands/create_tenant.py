@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tenants.exceptions import ApplicationError
+from project.exceptions import ApplicationError
 from tenants.services import tenant_create
 
 

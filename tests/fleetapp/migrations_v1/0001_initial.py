@@ -1,7 +1,7 @@
 import django.db.models
 from django.db import migrations, models
 
-import tenants.scopes
+import tenancy.scopes
 
 
 class Migration(migrations.Migration):
@@ -14,6 +14,6 @@ class Migration(migrations.Migration):
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False)),
                 ("text", models.CharField(max_length=200)),
             ],
-            bases=(tenants.scopes.TenantScoped, django.db.models.Model),
+            bases=(tenancy.scopes.TenantScoped, django.db.models.Model),
         ),
     ]

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from tenants.exceptions import NoScopeBound
+from tenancy.exceptions import NoScopeBound
 
 if TYPE_CHECKING:
     from tenants.models import Tenant

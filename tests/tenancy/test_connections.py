@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 from django.db import connections
 
-from tenants import connections as tenant_connections
-from tenants.context import tenant_context
-from tenants.models import MemoryEntry
-from tenants.paths import absolute
+from memory.models import MemoryEntry
+from tenancy import connections as tenant_connections
+from tenancy.context import tenant_context
+from tenancy.paths import absolute
 from tenants.services import tenant_create
 
 pytestmark = pytest.mark.django_db
@@ -54,8 +54,8 @@ def test_lru_closes_evicted_connections(settings, data_dir):
 def test_lru_keeps_a_connection_that_is_inside_a_transaction(settings):
     from django.db import transaction
 
-    from tenants.router import bound_alias
-    from tenants.scopes import Scope
+    from tenancy.router import bound_alias
+    from tenancy.scopes import Scope
 
     settings.TENANCY_CONNECTIONS_PER_THREAD = 1
     first, second = tenant_create(slug="first"), tenant_create(slug="second")

@@ -10,11 +10,11 @@ from typing import Any
 from django.apps import apps
 from django.db import DEFAULT_DB_ALIAS
 
-from tenants.connections import connection_for, touch
-from tenants.context import current_run, current_tenant
-from tenants.exceptions import NoScopeBound
-from tenants.paths import absolute, alias_scope, run_alias, tenant_alias
-from tenants.scopes import Scope, scope_of_model
+from tenancy.connections import connection_for, touch
+from tenancy.context import current_run, current_tenant
+from tenancy.exceptions import NoScopeBound
+from tenancy.paths import absolute, alias_scope, run_alias, tenant_alias
+from tenancy.scopes import Scope, scope_of_model
 
 
 def bound_alias(scope: Scope) -> str:

@@ -2,7 +2,7 @@
 
 import logging
 
-from tenants.context import bound_run_id, bound_tenant_id
+from tenancy.context import bound_run_id, bound_tenant_id
 
 
 class ScopeFilter(logging.Filter):

@@ -5,13 +5,13 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connection
 
-from tenants.context import current_tenant, tenant_context
-from tenants.exceptions import NoScopeBound
-from tenants.ids import new_id
-from tenants.models import MemoryEntry
-from tenants.paths import absolute, tenant_alias
-from tenants.router import ScopeRouter
-from tenants.services import memory_put
+from memory.models import MemoryEntry
+from memory.services import memory_put
+from tenancy.context import current_tenant, tenant_context
+from tenancy.exceptions import NoScopeBound
+from tenancy.ids import new_id
+from tenancy.paths import absolute, tenant_alias
+from tenancy.router import ScopeRouter
 
 pytestmark = pytest.mark.django_db
 
@@ -56,9 +56,9 @@ def test_allow_migrate_keeps_each_scope_in_its_own_databases(tenant):
 def test_router_answers_scope_by_alias():
     router = ScopeRouter()
     assert router.allow_migrate("default", "tenants", "tenant") is True
-    assert router.allow_migrate("default", "tenants", "memoryentry") is False
+    assert router.allow_migrate("default", "memory", "memoryentry") is False
     alias = tenant_alias(new_id("ten"))
-    assert router.allow_migrate(alias, "tenants", "memoryentry") is True
+    assert router.allow_migrate(alias, "memory", "memoryentry") is True
     assert router.allow_migrate(alias, "auth", "user") is False
     assert router.allow_migrate(alias, "tenants", None) is False
     assert router.allow_migrate(alias, "tenants", None, scope="tenant") is True
@@ -107,7 +107,7 @@ def test_row_from_one_tenant_cannot_be_saved_into_another(tenant, other_tenant):
 def test_log_records_carry_the_bound_tenant(tenant):
     import logging
 
-    from tenants.logging import ScopeFilter
+    from tenancy.logging import ScopeFilter
 
     def stamped() -> logging.LogRecord:
         record = logging.LogRecord("x", logging.INFO, __file__, 1, "msg", (), None)

@@ -1,19 +1,10 @@
-"""Request and response schemas of the tenant API."""
+"""Request and response schemas of the memory API."""
 
 from datetime import datetime
 from typing import Any
 
 from ninja import Schema
 from pydantic import ConfigDict, Field
-
-
-class ErrorBody(Schema):
-    code: str
-    message: str
-
-
-class ErrorOut(Schema):
-    error: ErrorBody
 
 
 class MemoryIn(Schema):

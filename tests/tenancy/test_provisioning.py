@@ -3,10 +3,10 @@ import sqlite3
 import pytest
 from django.db import connection
 
-from tenants.exceptions import Conflict, InvalidInput
+from project.exceptions import Conflict, InvalidInput
+from tenancy.paths import absolute
+from tenancy.templates import code_version
 from tenants.models import Database, Tenant
-from tenants.paths import absolute
-from tenants.schema import code_version
 from tenants.services import tenant_create
 
 pytestmark = pytest.mark.django_db

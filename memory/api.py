@@ -3,10 +3,11 @@
 from django.http import HttpRequest, HttpResponse
 from ninja import Path, Query, Router, Status
 
-from tenants import selectors, services
-from tenants.models import MemoryEntry
-from tenants.schemas import ErrorOut, MemoryIn, MemoryOut, MemoryPage
-from tenants.services import MEMORY_KEY_RULE
+from memory import selectors, services
+from memory.models import MemoryEntry
+from memory.schemas import MemoryIn, MemoryOut, MemoryPage
+from memory.services import MEMORY_KEY_RULE
+from project.schemas import ErrorOut
 
 router = Router(tags=["memory"])
 

@@ -1,4 +1,4 @@
-"""Errors of the control plane; each maps to one status and code in the API."""
+"""The base of every error the API renders, and the generic kinds each app subclasses."""
 
 
 class ApplicationError(Exception):
@@ -47,7 +47,3 @@ class TooLarge(ApplicationError):
 class TooManyRequests(ApplicationError):
     status = 429
     code = "limit_reached"
-
-
-class NoScopeBound(RuntimeError):
-    """A tenant- or run-scoped query ran with nothing bound: a bug, never a fallback."""

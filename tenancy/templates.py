@@ -16,10 +16,10 @@ from pathlib import Path
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.loader import MigrationLoader
 
-from tenants.connections import connection_for, release
-from tenants.ids import new_id
-from tenants.paths import scratch_alias, templates_dir
-from tenants.scopes import Scope
+from tenancy.connections import connection_for, release
+from tenancy.ids import new_id
+from tenancy.paths import scratch_alias, templates_dir
+from tenancy.scopes import Scope
 
 Node = tuple[str, str]
 

@@ -1,11 +1,11 @@
-"""Reads of the control plane and of tenant memory."""
+"""Reads of tenant memory, in the bound tenant's database."""
 
 from typing import Any
 
-from tenants.cursors import cursor_decode, cursor_encode, page_of
-from tenants.exceptions import NotFound
-from tenants.models import MemoryEntry
-from tenants.services import memory_key_check
+from memory.models import MemoryEntry
+from memory.services import memory_key_check
+from project.exceptions import NotFound
+from project.pagination import cursor_decode, cursor_encode, page_of
 
 
 def memory_get(*, key: str) -> MemoryEntry:

@@ -6,11 +6,11 @@ from contextlib import contextmanager, suppress
 from django.conf import settings
 from django.db import transaction
 
+from tenancy.paths import absolute
+from tenancy.rows import insert_row
+from tenancy.scopes import Scope
+from tenancy.templates import copy_template, ensure_template, remove_database_files
 from tenants.models import Database
-from tenants.paths import absolute
-from tenants.rows import insert_row
-from tenants.schema import copy_template, ensure_template, remove_database_files
-from tenants.scopes import Scope
 
 
 @contextmanager

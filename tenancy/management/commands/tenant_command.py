@@ -5,10 +5,10 @@ from django.core.management import call_command, get_commands, load_command_clas
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from tenants.context import tenant_context
+from tenancy.context import tenant_context
+from tenancy.router import bound_alias
+from tenancy.scopes import Scope
 from tenants.models import Tenant
-from tenants.router import bound_alias
-from tenants.scopes import Scope
 
 
 class Command(BaseCommand):
@@ -16,7 +16,7 @@ class Command(BaseCommand):
         "Run any management command against one tenant's database: "
         "`tenant_command SLUG -- COMMAND [ARGS...]`. The tenant is bound for the command (so "
         "tenant-scoped models reach its database) and commands with a --database option get the "
-        "tenant's alias, e.g. `tenant_command acme -- dumpdata tenants.memoryentry`."
+        "tenant's alias, e.g. `tenant_command acme -- dumpdata memory.memoryentry`."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -34,11 +34,11 @@ from django.db.migrations.executor import MigrationExecutor
 from django.db.models import Q
 from django.utils import timezone
 
-from tenants import connections as tenant_connections
+from tenancy import connections as tenant_connections
+from tenancy.paths import absolute, scratch_alias
+from tenancy.scopes import Scope
+from tenancy.templates import Node, code_migrations, code_version, ensure_template, migrate_file
 from tenants.models import Database
-from tenants.paths import absolute, scratch_alias
-from tenants.schema import Node, code_migrations, code_version, ensure_template, migrate_file
-from tenants.scopes import Scope
 
 BATCH_SIZE = 64
 

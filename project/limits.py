@@ -3,7 +3,7 @@
 import json
 from typing import Any
 
-from tenants.exceptions import TooLarge
+from project.exceptions import TooLarge
 
 
 def check_json_size(value: Any, *, limit: int, what: str) -> int:

@@ -4,12 +4,12 @@ from pathlib import Path
 
 from django.conf import settings
 
-from tenants.ids import is_id, new_id
-from tenants.scopes import Scope
+from tenancy.ids import is_id, new_id
+from tenancy.scopes import Scope
 
 
 def _checked(identifier: str) -> str:
-    # A last line of defence against path injection: only ids from `tenants.ids.new_id`.
+    # A last line of defence against path injection: only ids from `tenancy.ids.new_id`.
     if not is_id(identifier):
         raise ValueError(f"{identifier!r} is not a server-generated id; refusing to build a path.")
     return identifier

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from django.db.models import Model, QuerySet
 
-from tenants.exceptions import InvalidInput
+from project.exceptions import InvalidInput
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Model)

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from tenants.fleet import fleet_migrate
+from tenancy.fleet import fleet_migrate
 from tenants.models import Database, Tenant
 
 

@@ -24,6 +24,13 @@ class ApplicationError(Exception):
             self.status = status
 
 
+class BadRequest(ApplicationError):
+    """Bytes that are not a request this API can read: unparsable JSON, a malformed header."""
+
+    status = 400
+    code = "bad_request"
+
+
 class NotFound(ApplicationError):
     status = 404
     code = "not_found"

@@ -58,7 +58,9 @@ def _redis_lock(holder: str, wait_s: float) -> Iterator[Callable[[], None]]:
     lock = client.lock(name, timeout=ttl, blocking_timeout=wait_s, thread_local=False)
     if not lock.acquire(token=holder.encode()):
         current = client.get(name)
-        raise RolloutLocked(current.decode() if current else "a holder that just left", wait_s)
+        if isinstance(current, bytes):
+            current = current.decode()
+        raise RolloutLocked(current or "a holder that just left", wait_s)
     renewed = time.monotonic()
 
     def keep_alive() -> None:

@@ -6,6 +6,7 @@ class ApplicationError(Exception):
 
     status = 400
     code = "bad_request"
+    headers: dict[str, str] = {}  # extra HTTP headers of the response, e.g. Retry-After
 
     def __init__(
         self,

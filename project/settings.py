@@ -120,6 +120,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TENANCY_CONNECTIONS_PER_THREAD = _env_int("TENANCY_CONNECTIONS_PER_THREAD", 64)
 # Recorded on every database this node creates; see docs/scaling.md.
 HOME_NODE = os.environ.get("HOME_NODE", "local")
+# Schema rollouts (docs/deploying.md): one at a time per node; a database behind the code's
+# schema is migrated when first opened (waiting at most this long for the rollout lock) or answers
+# 503 `schema_migrating` with Retry-After; busy databases are retried this long, never quarantined.
+TENANCY_MIGRATE_ON_OPEN = _env_bool("TENANCY_MIGRATE_ON_OPEN", True)
+TENANCY_MIGRATE_ON_OPEN_WAIT_S = float(os.environ.get("TENANCY_MIGRATE_ON_OPEN_WAIT_S", "2"))
+TENANCY_SCHEMA_RETRY_AFTER_S = _env_int("TENANCY_SCHEMA_RETRY_AFTER_S", 5)
+TENANCY_ROLLOUT_LOCK_TTL_S = _env_int("TENANCY_ROLLOUT_LOCK_TTL_S", 300)
+TENANCY_ROLLOUT_BUSY_RETRY_S = float(os.environ.get("TENANCY_ROLLOUT_BUSY_RETRY_S", "120"))
 
 # --- Redis: leases, Celery broker, cache (unset = embedded mode) --------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")

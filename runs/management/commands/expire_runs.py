@@ -16,11 +16,11 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        bar = tqdm(unit="run", desc="expire_runs", disable=None, file=self.stderr)
-        try:
-            result = runs_expire_idle(progress=lambda runs: bar(runs))
-        finally:
-            bar.close()
+        result = runs_expire_idle(
+            progress=lambda runs: iter(
+                tqdm(runs, unit="run", desc="expire_runs", disable=None, file=self.stderr)
+            )
+        )
         self.stdout.write(
             f"Expired {len(result.expired)} of {result.checked} idle-aged active run(s) on node "
             f"{settings.HOME_NODE}."

@@ -31,7 +31,7 @@ REDIS_TIMEOUT_S = 0.25
 
 _lock = threading.Lock()
 _next_check = 0.0
-_seen: int | None = None
+_seen: tuple[str, int] | None = None  # (where it was read, generation)
 
 
 @functools.lru_cache(maxsize=4)
@@ -99,7 +99,7 @@ def revocation_check() -> None:
         if now < _next_check:
             return
         try:
-            current: int | None = generation_read()
+            current: tuple[str, int] | None = (settings.REDIS_URL, generation_read())
         except (redis.RedisError, DatabaseError):
             logger.warning("revocation generation unreadable; dropping memoised lookups")
             current = None

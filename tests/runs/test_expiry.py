@@ -110,3 +110,12 @@ def test_completed_runs_are_never_expired(post, tenant):
     age(run_id, DAY + 60)
     assert runs_expire_idle().checked == 0
     assert Run.objects.get(id=run_id).status == "succeeded"
+
+
+def test_celery_beat_schedules_the_registered_expiry_task(settings):
+    from project.celery import app
+
+    app.loader.import_default_modules()
+    entry = app.conf.beat_schedule["expire-idle-runs"]
+    assert entry["task"] in app.tasks and app.tasks[entry["task"]].run is expire_task.run
+    assert entry["schedule"] == float(settings.RUN_EXPIRE_EVERY_S)

@@ -14,6 +14,7 @@ from ninja.security import HttpBearer
 
 from project.errors import error_response
 from project.exceptions import ApplicationError
+from tenancy import faults
 
 logger = logging.getLogger(__name__)
 
@@ -104,14 +105,22 @@ def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 
 @api.exception_handler(DatabaseError)
 def _database_error(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+    # Classified by SQLite result code (tenancy.faults), never by message text.
     logger.exception("database error")
-    if "locked" in str(exc) or "unable to open" in str(exc):
+    if faults.classify(exc) is not None:
+        return error_response(
+            503, "database_unavailable", "The database hit an I/O or integrity fault; retry later."
+        )
+    if faults.is_busy(exc) or faults.descriptors_exhausted(exc):
         return error_response(503, "unavailable", "The database is busy or unreachable; retry.")
     return error_response(500, "internal_error", "Internal error (logged).")
 
 
 @api.exception_handler(Exception)
 def _internal(request: HttpRequest, exc: Exception) -> HttpResponse:
+    if faults.descriptors_exhausted(exc):  # EMFILE: this request fails, the worker lives on
+        logger.error("out of file descriptors: %s", exc)
+        return error_response(503, "unavailable", "The server is out of file descriptors; retry.")
     logger.exception("unhandled error")
     return error_response(500, "internal_error", "Internal error (logged).")
 

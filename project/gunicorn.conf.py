@@ -4,7 +4,8 @@ import os
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
+# gthread, but an EMFILE on accept() pauses accepting instead of ending the worker.
+worker_class = "project.gunicorn_worker.DescriptorSafeThreadWorker"
 threads = int(os.environ.get("WEB_THREADS", "8"))
 graceful_timeout = 10
 timeout = 30
@@ -13,8 +14,10 @@ accesslog = os.environ.get("ACCESS_LOG", "-") or None
 # side would fight over; nothing here uses it.
 control_socket_disable = True
 
-# Each open WAL connection holds 3 descriptors and every thread keeps up to
-# TENANCY_CONNECTIONS_PER_THREAD of them: lift the soft limit to the hard one (capped).
+# Descriptor budget (decision 0018): lift the soft limit to the hard one (capped), then give a
+# quarter of it to client sockets (`worker_connections`); tenancy.connections keeps its open
+# databases (3 descriptors each) within what is left after that and a fixed reserve.
+_soft = 1024
 try:
     import resource
 
@@ -22,5 +25,7 @@ try:
     _want = 65536 if _hard == resource.RLIM_INFINITY else min(_hard, 65536)
     if _soft < _want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (_want, _hard))
+        _soft = _want
 except (ImportError, ValueError, OSError):
     pass
+worker_connections = max(threads * 2, min(1000, _soft // 4))

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 SQLITE_PAGE_SIZE = 4096  # SQLite's default, used by every template
 FDS_PER_CONNECTION = 3  # the database, its -wal and its -shm
+# Memory of one open connection besides its page cache: SQLite's schema and statements, the
+# -shm mapping, Django's wrapper (measured ~50-150 KiB; tests/tenancy/test_faults.py).
+CONNECTION_OVERHEAD_KIB = 256
 
 # Same locality as Django's own connection storage (`ConnectionHandler.thread_critical`).
 _local = Local(thread_critical=True)
@@ -118,6 +121,11 @@ def descriptor_budget() -> int:
 def max_open_databases() -> int:
     """Return the most tenant/run connections this process keeps open at once."""
     return max(1, min(settings.TENANCY_MAX_OPEN_DATABASES, descriptor_budget()))
+
+
+def worst_case_connection_kib() -> int:
+    """Return the most memory one open tenant/run connection may take (README's RSS budget)."""
+    return max(16, settings.SQLITE_CACHE_KIB) + CONNECTION_OVERHEAD_KIB
 
 
 def per_thread_limit() -> int:

@@ -152,6 +152,8 @@ def check_header(path: Path, size: int) -> str | None:
         header = os.pread(fd, 100, 0)
     finally:
         os.close(fd)
+    if size < 100:
+        return f"was truncated ({size} bytes)"
     if len(header) < 100 or not header.startswith(HEADER_MAGIC):
         return f"is not a SQLite database (no SQLite header; {size} bytes)"
     page_size = int.from_bytes(header[16:18], "big")

@@ -259,7 +259,7 @@ class TenancyWrapper(SQLiteWrapper):
         self._identity = (after.st_dev, after.st_ino, wal.st_dev, wal.st_ino)
         self._size, self._mtime_ns = after.st_size, after.st_mtime_ns
         assert self.database is not None
-        if faults.needs_recheck(self.database):
+        if faults.needs_recheck(self.database, self.path):
             problem = faults.quick_check(conn)
             if problem:
                 raise self._fail(faults.Fault.DAMAGED, f"quick_check: {problem}")

@@ -14,6 +14,7 @@ import logging
 import os
 import sqlite3
 import threading
+from contextlib import suppress
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -214,9 +215,24 @@ _suspects_lock = threading.Lock()
 RECORDED = (Fault.MISSING, Fault.DAMAGED)
 
 
-def needs_recheck(database: "Database") -> bool:
-    """Whether the next connection to `database` must pass `PRAGMA quick_check` first."""
-    return database.state in RECORDED or database.pk in _suspects
+def marker_path(path: Path) -> Path:
+    """Return the file beside a database that says a process found it damaged or missing.
+
+    Written before the faulty connection is closed (closing may checkpoint into a truncated
+    file), read by every process before it opens the file, removed after a clean quick check:
+    unlike a memoised registry row, every process sees it at once.
+    """
+    return path.with_name(path.name + "-fault")
+
+
+def needs_recheck(database: "Database", path: Path | None = None) -> bool:
+    """Whether the next connection to `database` must pass `PRAGMA quick_check` first.
+
+    With `path`, the fault marker on disk counts too (one `stat`, only when opening).
+    """
+    if database.state in RECORDED or database.pk in _suspects:
+        return True
+    return path is not None and marker_path(path).exists()
 
 
 def record_fault(database: "Database | None", fault: Fault, message: str) -> None:
@@ -224,11 +240,15 @@ def record_fault(database: "Database | None", fault: Fault, message: str) -> Non
     logger.error("database %s: %s (%s)", database.path if database else "(scratch)", message, fault)
     if database is None or fault not in RECORDED:
         return
+    from tenancy.paths import absolute
     from tenants.models import Database
 
     with _suspects_lock:
         _suspects.add(database.pk)
     stamp = timezone.now().isoformat(timespec="seconds")
+    # Fails only if the whole directory is gone, where nothing can be opened anyway.
+    with suppress(OSError):
+        marker_path(absolute(database.path)).write_text(f"{stamp} {fault}: {message}\n")
     try:
         (
             Database.objects.filter(pk=database.pk)
@@ -241,10 +261,12 @@ def record_fault(database: "Database | None", fault: Fault, message: str) -> Non
 
 def record_recovered(database: "Database") -> None:
     """Clear a recorded damaged/missing state after a clean open and quick check."""
+    from tenancy.paths import absolute
     from tenants.models import Database
 
     with _suspects_lock:
         _suspects.discard(database.pk)
+    marker_path(absolute(database.path)).unlink(missing_ok=True)
     try:
         updated = Database.objects.filter(
             pk=database.pk, state__in=[f.value for f in RECORDED]

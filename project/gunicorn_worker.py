@@ -1,14 +1,21 @@
 """gunicorn's threaded worker, made to survive running out of file descriptors.
 
-gunicorn's `gthread` worker re-raises any `accept()` error other than EAGAIN/ECONNABORTED from its
-main loop, so one EMFILE ends the worker and drops every connection it holds (gunicorn 27). Here
-an EMFILE/ENFILE (or ENOBUFS/ENOMEM) on accept pauses accepting for a moment instead: the client
-waits in the listen backlog (or another worker takes it) until a request finishes and frees
-descriptors. Inside a request, an EMFILE becomes a 503 (project/api.py, project/middleware.py).
+In gunicorn 27's `gthread` worker an EMFILE costs more than one request:
+- `accept()` errors other than EAGAIN/ECONNABORTED escape the main loop: the worker exits and
+  drops every connection it holds. Here an EMFILE/ENFILE (or ENOBUFS/ENOMEM) pauses accepting
+  for a moment instead: the client waits in the listen backlog (or another worker takes it).
+- each new connection waits for its first bytes with a fresh epoll selector (a descriptor); under
+  EMFILE that raises and the connection is closed unanswered. Here it waits with `poll()`, which
+  needs no descriptor.
+Inside a request an EMFILE becomes a 503 (project/api.py, project/middleware.py), and one that
+escapes Django (it logs 5xx answers with a codec imported lazily, that is, a file opened) becomes
+a 503 here.
 """
 
 import errno
+import select
 import time
+from functools import partial
 from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
@@ -17,8 +24,54 @@ ACCEPT_PAUSE_S = 0.05
 _RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
+def _wait_for_data(conn: Any, timeout: float) -> bool:
+    """`TConn.wait_for_data` without a descriptor: True once the socket is readable."""
+    if conn.data_ready:
+        return True
+    poller = select.poll()
+    try:
+        poller.register(conn.sock, select.POLLIN)
+        if poller.poll(timeout * 1000):
+            conn.data_ready = True
+            return True
+    except (OSError, ValueError):
+        pass  # the socket is closed: the caller defers it, the poller then drops it
+    return False
+
+
+UNAVAILABLE = (
+    b'{"error": {"code": "unavailable", "message": "The server is out of file descriptors; '
+    b'retry."}}'
+)
+
+
+def _guarded(app: Any) -> Any:
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        try:
+            return app(environ, start_response)
+        except OSError as exc:
+            if exc.errno not in _RESOURCE_ERRNOS:
+                raise
+            start_response(
+                "503 Service Unavailable",
+                [("Content-Type", "application/json"), ("Retry-After", "1")],
+            )
+            return [UNAVAILABLE]
+
+    return wsgi
+
+
 class DescriptorSafeThreadWorker(ThreadWorker):  # type: ignore[misc]
     _accept_paused_until = 0.0
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        "".encode("unicode_escape")  # Django's 5xx logging imports this codec: do it now
+        self.wsgi = _guarded(self.wsgi)  # type: ignore[has-type]
+
+    def handle(self, conn: Any) -> Any:
+        conn.wait_for_data = partial(_wait_for_data, conn)
+        return super().handle(conn)
 
     def accept(self, listener: Any) -> None:
         try:

@@ -187,10 +187,16 @@ def check_file(path: Path) -> os.stat_result:
     if problem:
         raise FileFault(Fault.DAMAGED, f"the file {problem}")
     for candidate in (path, wal_path(path)):
-        # access(W_OK) also sees immutable files and read-only mounts (root ignores modes).
-        if not os.access(candidate, os.W_OK) and candidate.exists():
+        if _read_only(candidate):
             raise FileFault(Fault.UNUSABLE, f"its {_part(candidate)} is read-only")
     return st
+
+
+def _read_only(path: Path) -> bool:
+    # access(W_OK) also sees immutable files and read-only mounts (root ignores modes). It also
+    # fails for a file that does not exist, and a -wal comes and goes with its connections: only
+    # a file that exists and stays unwritable across a re-check counts.
+    return all(not os.access(path, os.W_OK) and path.exists() for _ in range(3))
 
 
 def _part(path: Path) -> str:

@@ -14,6 +14,7 @@ from ninja.security import HttpBearer
 from project import openapi, strictjson
 from project.errors import error_response, is_sqlite_unavailable
 from project.exceptions import ApplicationError
+from tenancy import faults
 
 logger = logging.getLogger(__name__)
 
@@ -129,16 +130,25 @@ def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 
 @api.exception_handler(DatabaseError)
 def _database_error(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+    # Classified by SQLite result code (tenancy.faults), never by message text.
     logger.exception("database error")
-    if is_sqlite_unavailable(exc):
+    if faults.classify(exc) is not None:
+        response = error_response(
+            503, "database_unavailable", "The database hit an I/O or integrity fault; retry later."
+        )
+    elif is_sqlite_unavailable(exc) or faults.descriptors_exhausted(exc):
         response = error_response(503, "unavailable", "The database is busy or unreachable; retry.")
-        response["Retry-After"] = "1"
-        return response
-    return error_response(500, "internal_error", "Internal error (logged).")
+    else:
+        return error_response(500, "internal_error", "Internal error (logged).")
+    response["Retry-After"] = "1"
+    return response
 
 
 @api.exception_handler(Exception)
 def _internal(request: HttpRequest, exc: Exception) -> HttpResponse:
+    if faults.descriptors_exhausted(exc):  # EMFILE: this request fails, the worker lives on
+        logger.error("out of file descriptors: %s", exc)
+        return error_response(503, "unavailable", "The server is out of file descriptors; retry.")
     logger.exception("unhandled error")
     return error_response(500, "internal_error", "Internal error (logged).")
 

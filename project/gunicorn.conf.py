@@ -4,8 +4,9 @@ import os
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# gthread, with gunicorn's own 400/414/431 answers in the API's JSON shape (decision 0022).
-worker_class = "project.gunicorn_worker.JsonErrorsThreadWorker"
+# gthread, with gunicorn's own 400/414/431 answers in the API's JSON shape (decision 0022), and
+# an EMFILE on accept() pausing accepts instead of ending the worker (decision 0018).
+worker_class = "project.gunicorn_worker.ApiThreadWorker"
 threads = int(os.environ.get("WEB_THREADS", "8"))
 # Request line (method, path, query) and header limits: beyond them gunicorn answers 414 / 431.
 limit_request_line = int(os.environ.get("API_MAX_REQUEST_LINE", "4094"))
@@ -17,8 +18,10 @@ accesslog = os.environ.get("ACCESS_LOG", "-") or None
 # side would fight over; nothing here uses it.
 control_socket_disable = True
 
-# Each open WAL connection holds 3 descriptors and every thread keeps up to
-# TENANCY_CONNECTIONS_PER_THREAD of them: lift the soft limit to the hard one (capped).
+# Descriptor budget (decision 0018): lift the soft limit to the hard one (capped), then give a
+# quarter of it to client sockets (`worker_connections`); tenancy.connections keeps its open
+# databases (3 descriptors each) within what is left after that and a fixed reserve.
+_soft = 1024
 try:
     import resource
 
@@ -26,5 +29,7 @@ try:
     _want = 65536 if _hard == resource.RLIM_INFINITY else min(_hard, 65536)
     if _soft < _want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (_want, _hard))
+        _soft = _want
 except (ImportError, ValueError, OSError):
     pass
+worker_connections = max(threads * 2, min(1000, _soft // 4))

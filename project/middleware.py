@@ -1,18 +1,27 @@
-"""Every answer under /api/ in the API's shape, whatever produced it.
+"""Middleware that keeps every answer well-formed.
 
-ninja answers a method a path does not take with a text/html 405; Django renders a bad Host
+`ApiResponsesMiddleware` (first): every answer under /api/ in the API's shape, whatever produced
+it. ninja answers a method a path does not take with a text/html 405; Django renders a bad Host
 (`DisallowedHost`), a failed CSRF check or a crash in another middleware as an HTML page. This
-middleware sits first, so it sees each of those answers and turns any non-JSON error under
-/api/ into `{"error": {"code", "message"}}` with the same status and headers such as `Allow`.
-`HEAD` is answered as `GET` without the body, as Django's class-based views do.
+middleware sees each of those answers and turns any non-JSON error under /api/ into
+`{"error": {"code", "message"}}` with the same status and headers such as `Allow`. `HEAD` is
+answered as `GET` without the body, as Django's class-based views do.
+
+`FailSafeMiddleware` (last): 503, not 500, for pages outside the API (admin) when a database or
+the process fails safe. The API renders these itself (project/api.py).
 """
 
+import logging
 from collections.abc import Callable
 from http import HTTPStatus
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from project.errors import error_response
+from tenancy import faults
+from tenancy.exceptions import ConnectionsExhausted, DatabaseUnavailable
+
+logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
 
@@ -83,3 +92,19 @@ def _as_json_error(request: HttpRequest, response: HttpResponseBase, method: str
         if header in response:
             json_response[header] = response[header]
     return json_response
+
+
+class FailSafeMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        if isinstance(exc, DatabaseUnavailable | ConnectionsExhausted):
+            return error_response(exc.status, exc.code, exc.message, **exc.extra)
+        if faults.descriptors_exhausted(exc):
+            logger.error("out of file descriptors: %s", exc)
+            return error_response(503, "unavailable", "The server is out of file descriptors.")
+        return None

@@ -73,6 +73,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "tenants.middleware.ApiKeyTenantMiddleware",
+    "project.middleware.FailSafeMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -118,6 +119,16 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # How many tenant/run connections one thread keeps open (each WAL connection holds 3 fds).
 TENANCY_CONNECTIONS_PER_THREAD = _env_int("TENANCY_CONNECTIONS_PER_THREAD", 64)
+# Budgets per process (decision 0018): at most this many tenant/run connections open at once,
+# fewer if RLIMIT_NOFILE leaves less room (3 fds each, after TENANCY_FD_RESERVE, by default
+# 32 + 8 x WEB_THREADS + a quarter of the limit for sockets); a thread keeps its share
+# (this / WEB_THREADS). Each connection's SQLite page cache is at most SQLITE_CACHE_KIB.
+TENANCY_MAX_OPEN_DATABASES = _env_int("TENANCY_MAX_OPEN_DATABASES", 512)
+_fd_reserve = _env_int("TENANCY_FD_RESERVE", -1)
+TENANCY_FD_RESERVE: int | None = None if _fd_reserve < 0 else _fd_reserve
+SQLITE_CACHE_KIB = _env_int("SQLITE_CACHE_KIB", 256)
+# Threads per gunicorn worker (read by project/gunicorn.conf.py too).
+WEB_THREADS = _env_int("WEB_THREADS", 8)
 # Recorded on every database this node creates; see docs/scaling.md.
 HOME_NODE = os.environ.get("HOME_NODE", "local")
 # Schema rollouts (docs/deploying.md): one at a time per node; a database behind the code's

@@ -15,7 +15,10 @@ from project.errors import error_response
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Check the control database, Redis when configured, and that DATA_DIR is writable."""
+    """Check the control database, Redis when configured, and that DATA_DIR is writable.
+
+    Damaged, missing and quarantined databases (from the registry) make it "degraded".
+    """
     checks: dict[str, str] = {}
     try:
         with connections["default"].cursor() as cursor:
@@ -42,9 +45,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
         checks["data_dir"] = "ok"
     except Exception as exc:
         checks["data_dir"] = f"error: {exc}"
+    databases = _database_problems()
     healthy = all(value == "ok" for value in checks.values())
+    status = "ok" if healthy else "unavailable"
+    if healthy and any(databases.values()):
+        # Other tenants and runs are served: degraded, not down (200, for load balancers).
+        status = "degraded"
     return JsonResponse(
-        {"status": "ok" if healthy else "unavailable", "checks": checks},
+        {"status": status, "checks": checks, "databases": databases},
         status=200 if healthy else 503,
     )
 
@@ -58,6 +66,33 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     else:
         message = "The request was refused as malformed or suspicious."
     return error_response(400, "bad_request", message)
+
+
+def _database_problems() -> dict[str, int]:
+    """Count this node's registered databases that are damaged, missing or quarantined."""
+    from django.db.models import Count
+
+    from tenants.models import Database
+
+    counts = {
+        state: 0
+        for state in (
+            Database.State.DAMAGED,
+            Database.State.MISSING,
+            Database.State.QUARANTINED,
+        )
+    }
+    try:
+        rows = (
+            Database.objects.filter(home_node=settings.HOME_NODE, state__in=list(counts))
+            .values_list("state")
+            .annotate(n=Count("id"))
+        )
+        for state, n in rows:
+            counts[state] = n
+    except Exception:
+        pass  # the control_db check reports it
+    return {str(state): n for state, n in counts.items()}
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

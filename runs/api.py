@@ -48,9 +48,13 @@ def _run(run_id: str, *, fresh: bool = False) -> Run:
 def _run_out(run: Run, *, live: bool) -> RunOut:
     counts = None
     if live or not run.is_active:
-        counts = RunCountsOut.model_validate(selectors.run_counts(run=run), from_attributes=True)
+        found = selectors.run_counts(run=run)
+        if found is not None:
+            counts = RunCountsOut.model_validate(found, from_attributes=True)
     out = RunOut.model_validate(run, from_attributes=True)
     out.counts = counts
+    out.database_state = run.database.state
+    out.database_error = run.database.last_error or None
     return out
 
 

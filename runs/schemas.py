@@ -68,7 +68,15 @@ class RunOut(Schema):
     duration_s: float | None
     summary: Any = None
     counts: RunCountsOut | None = Field(
-        None, description="Live for GET /runs/{id}; in lists, only for finished runs."
+        None,
+        description="Live for GET /runs/{id}; in lists, only for finished runs; null for a "
+        "run that failed without its database.",
+    )
+    database_state: str = Field(
+        "ready", description="The run database's registry state: ready, damaged, missing, ..."
+    )
+    database_error: str | None = Field(
+        None, description="The last fault recorded for the run's database, if any."
     )
 
 

@@ -92,9 +92,14 @@ class RunCounts:
     db_bytes: int
 
 
-def run_counts(*, run: Run) -> RunCounts:
-    """Return counts and size: copied values for finished runs, live ones for active runs."""
-    if not run.is_active and run.tool_calls is not None:
+def run_counts(*, run: Run) -> RunCounts | None:
+    """Return counts and size: copied values for finished runs, live ones for active runs.
+
+    None for a run that failed without its database (damaged or missing): nobody knows them.
+    """
+    if not run.is_active:
+        if run.tool_calls is None:
+            return None
         return RunCounts(run.tool_calls, run.events or 0, run.state_version or 0, run.db_bytes or 0)
     with run_context(run):
         # Sequence numbers are gapless, so the highest is the count (an index lookup).

@@ -45,13 +45,15 @@ from runs.models import (
     ToolCall,
 )
 from runs.selectors import run_forget
+from tenancy import faults
 from tenancy.context import run_context
+from tenancy.exceptions import DatabaseUnavailable
 from tenancy.ids import new_id
 from tenancy.paths import absolute, run_db_relpath
 from tenancy.provisioning import database_provisioned
 from tenancy.rows import insert_row
 from tenancy.scopes import Scope
-from tenants.models import Tenant
+from tenants.models import Database, Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -106,11 +108,11 @@ def run_write(run: Run) -> Iterator[str]:
         with transaction.atomic(using=alias):
             yield alias
     except IntegrityError as exc:
-        if "run_closed" in str(exc):
+        if faults.is_trigger_abort(exc):  # the run_closed triggers (decision 0009)
             raise RunClosed(f"Run {run.id} was completed; it takes no more writes.") from exc
         raise
     except OperationalError as exc:
-        if "full" in str(exc):
+        if faults.is_full(exc):  # max_page_count (decision 0010)
             raise TooLarge(
                 f"Run {run.id}'s database reached its limit of {run.max_db_bytes} bytes.",
                 code="run_database_full",
@@ -228,13 +230,38 @@ def state_put(*, run: Run, state: Any, expected_version: int) -> StateCheckpoint
 
 
 def run_complete(*, run: Run, status: str, summary: Any = None) -> Run:
-    """Close the run to writes, then copy its final counts and sizes to the control plane."""
+    """Close the run to writes, then copy its final counts and sizes to the control plane.
+
+    A run whose database is missing or damaged (or hits an I/O fault) can still be completed
+    as `failed`: through the control plane only, with the reason recorded on its registry row,
+    so it stops counting toward the tenant's active runs. `succeeded` needs its database.
+    """
     if status not in (Run.Status.SUCCEEDED, Run.Status.FAILED):
         raise InvalidInput(f"Status {status!r} is invalid: use 'succeeded' or 'failed'.")
     check_json_size(summary, limit=settings.RUN_METADATA_MAX_BYTES, what="Summary")
     if not run.is_active:
         raise RunClosed(f"Run {run.id} is already {run.status}.")
     now = timezone.now()
+    try:
+        tool_calls, events, version = _close_run_database(run, now)
+    except (DatabaseUnavailable, DatabaseError) as exc:
+        if status != Run.Status.FAILED or not _is_database_fault(exc):
+            raise
+        return _fail_without_database(run=run, summary=summary, now=now, exc=exc)
+    size = os.stat(absolute(run.database.path)).st_size
+    return _finish(
+        run,
+        status=status,
+        finished_at=now,
+        summary=summary,
+        tool_calls=tool_calls,
+        events=events,
+        state_version=version,
+        db_bytes=size,
+    )
+
+
+def _close_run_database(run: Run, now: datetime) -> tuple[int, int, int]:
     with run_context(run):
         alias = router.db_for_write(RunInfo)
         with transaction.atomic(using=alias):
@@ -246,20 +273,31 @@ def run_complete(*, run: Run, status: str, summary: Any = None) -> Run:
             version = StateCheckpoint.objects.aggregate(v=Max("version"))["v"] or 0
         with connections[alias].cursor() as cursor:
             cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    size = os.stat(absolute(run.database.path)).st_size
-    updated = Run.objects.filter(pk=run.pk, status=Run.Status.ACTIVE).update(
-        status=status,
-        finished_at=now,
-        summary=summary,
-        tool_calls=tool_calls,
-        events=events,
-        state_version=version,
-        db_bytes=size,
+    return tool_calls, events, version
+
+
+def _is_database_fault(exc: Exception) -> bool:
+    return isinstance(exc, DatabaseUnavailable) or faults.classify(exc) is not None
+
+
+def _fail_without_database(*, run: Run, summary: Any, now: datetime, exc: Exception) -> Run:
+    """Mark the run failed in the control plane only; its counts stay unknown (null)."""
+    reason = exc.message if isinstance(exc, DatabaseUnavailable) else str(exc)
+    Database.objects.filter(pk=run.database_id).update(
+        last_error=f"{now.isoformat(timespec='seconds')} run failed without its database: {reason}"[
+            :2000
+        ]
     )
+    return _finish(run, status=Run.Status.FAILED, finished_at=now, summary=summary)
+
+
+def _finish(run: Run, **fields: Any) -> Run:
+    updated = Run.objects.filter(pk=run.pk, status=Run.Status.ACTIVE).update(**fields)
     run_forget(run=run)
     if not updated:
         raise RunClosed(f"Run {run.id} was completed by another request.")
     run.refresh_from_db()
+    run.database.refresh_from_db()
     return run
 
 

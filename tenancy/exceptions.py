@@ -38,3 +38,21 @@ class RolloutLocked(Exception):
 
 class ReplayMismatch(Exception):
     """A database did not end where the scratch copy did after a replay; names the difference."""
+
+
+class DatabaseUnavailable(ApplicationError):
+    """A tenant or run database cannot be used safely: missing, replaced, damaged, read-only.
+
+    Raised before anything is written to a file that is not the registered one; the request
+    answers 503 and the connection involved is closed, never reused.
+    """
+
+    status = 503
+    code = "database_unavailable"
+
+
+class ConnectionsExhausted(ApplicationError):
+    """This process has no descriptor left for another database: retry (another process may)."""
+
+    status = 503
+    code = "unavailable"

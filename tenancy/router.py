@@ -19,19 +19,28 @@ from tenancy.scopes import Scope, scope_of_model
 
 
 def bound_alias(scope: Scope) -> str:
-    """Return (and open, in this thread) the alias of the database bound for `scope`."""
+    """Return (and open, in this thread) the alias of the database bound for `scope`.
+
+    A cached connection is checked against its file first (`touch`): a deleted, replaced or
+    damaged file raises `DatabaseUnavailable` (503) instead of being written to.
+    """
     if scope is Scope.TENANT:
         tenant = current_tenant()
         alias = tenant_alias(tenant.id)
-        if not touch(alias):
-            connection_for(alias, absolute(tenant.database.path))
+        if not touch(alias, tenant.database):
+            connection_for(alias, absolute(tenant.database.path), database=tenant.database)
             database_checked_at_open(alias=alias, database=tenant.database)
         return alias
     if scope is Scope.RUN:
         run = current_run()
         alias = run_alias(run.id)
-        if not touch(alias):
-            connection_for(alias, absolute(run.database.path), max_bytes=run.max_db_bytes)
+        if not touch(alias, run.database):
+            connection_for(
+                alias,
+                absolute(run.database.path),
+                max_bytes=run.max_db_bytes,
+                database=run.database,
+            )
             database_checked_at_open(alias=alias, database=run.database)
         return alias
     return DEFAULT_DB_ALIAS

@@ -153,8 +153,8 @@ def copy_template(template: Path, destination: Path) -> None:
 
 
 def remove_database_files(path: Path) -> None:
-    """Remove a database file with its -wal and -shm companions, if present."""
-    for suffix in ("", "-wal", "-shm"):
+    """Remove a database file with its -wal, -shm and -fault (decision 0017) companions."""
+    for suffix in ("", "-wal", "-shm", "-fault"):
         path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 

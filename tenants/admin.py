@@ -1,5 +1,6 @@
 """Admin: tenants (creating one provisions its database, deleting one removes its files), API
-keys, the database registry, and each tenant's memory, read-only."""
+keys, the database registry (with each file's fault state and a recheck action), and each
+tenant's memory, read-only."""
 
 from typing import Any
 
@@ -11,6 +12,7 @@ from django.utils.html import format_html
 
 from memory.admin import memory_browser
 from project.exceptions import ApplicationError
+from tenancy.faults import database_recheck
 from tenants.models import ApiKey, Database, Tenant
 from tenants.services import (
     api_key_create,
@@ -127,10 +129,28 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 @admin.register(Database)
 class DatabaseAdmin(admin.ModelAdmin):
-    list_display = ("path", "kind", "schema_version", "state", "home_node", "migrated_at")
+    list_display = (
+        "path",
+        "kind",
+        "schema_version",
+        "state",
+        "error",
+        "home_node",
+        "migrated_at",
+    )
     list_filter = ("kind", "state", "schema_version", "home_node")
     search_fields = ("path",)
     readonly_fields = [f.name for f in Database._meta.fields]
+    actions = ("recheck",)
+
+    @admin.display(description="last error")
+    def error(self, obj: Database) -> str:
+        return obj.last_error[:120]
+
+    @admin.action(description="Recheck selected files (header + quick_check)")
+    def recheck(self, request: HttpRequest, queryset: QuerySet[Database]) -> None:
+        results = [f"{db.path}: {database_recheck(db)}" for db in queryset[:100]]
+        self.message_user(request, "; ".join(results) or "Nothing selected.")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

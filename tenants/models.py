@@ -27,6 +27,10 @@ class Database(models.Model):
     class State(models.TextChoices):
         READY = "ready"
         QUARANTINED = "quarantined"
+        # Set by tenancy.faults when a request finds the file gone or not the database it was
+        # (decision 0017); cleared by the next clean open + quick check.
+        DAMAGED = "damaged"
+        MISSING = "missing"
 
     kind = models.CharField(max_length=8, choices=Kind.choices)
     path = models.CharField(max_length=255, unique=True, help_text="Relative to DATA_DIR.")

@@ -64,11 +64,20 @@ def wait_http(url: str, deadline_s: float = 30.0) -> None:
     raise AssertionError(f"{url} did not answer within {deadline_s}s: {last}")
 
 
-def start_gunicorn(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+def start_gunicorn(
+    env: dict[str, str], log_path: Path, *, nofile: int | None = None
+) -> subprocess.Popen:
     """Start gunicorn as `make run` does; its log goes to `log_path`.
 
     Never to an unread pipe: once the pipe is full the server's workers block on logging.
+    `nofile` starts it under `ulimit -n nofile` (soft and hard).
     """
+
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [
@@ -82,6 +91,7 @@ def start_gunicorn(env: dict[str, str], log_path: Path) -> subprocess.Popen:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: master and workers stop together
+            preexec_fn=None if nofile is None else limit,
         )
 
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tenants', '0003_memoryentry_moved'),
+        ('tenants', '0004_database_health'),
     ]
 
     operations = [

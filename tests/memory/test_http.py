@@ -18,7 +18,11 @@ def call(server, method: str, path: str, tenant: str | None = None, key: str | N
 def test_healthz_is_open_and_ok(server):
     response = call(server, "GET", "/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"control_db": "ok", "data_dir": "ok"}}
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"control_db": "ok", "data_dir": "ok"},
+        "databases": {"damaged": 0, "missing": 0, "quarantined": 0},
+    }
 
 
 def test_wrong_key_gets_401_in_the_json_error_shape(server):

@@ -85,12 +85,12 @@ def test_connections_stay_open_between_queries():
 
 
 def test_missing_database_file_is_an_error_not_a_new_empty_database():
-    from django.db import OperationalError
+    from tenancy.exceptions import DatabaseUnavailable
 
     tenant = tenant_create(slug="gone")
     path = absolute(tenant.database.path)
     path.unlink()
-    with tenant_context(tenant), pytest.raises(OperationalError, match="unable to open"):
+    with tenant_context(tenant), pytest.raises(DatabaseUnavailable, match="missing"):
         MemoryEntry.objects.count()
     assert not path.exists()
 

@@ -10,14 +10,14 @@ from tqdm import tqdm
 
 from runs.models import Run
 from tenancy.paths import absolute
-from tenants.models import Tenant
+from tenants.models import Database, Tenant
 
 
 class Command(BaseCommand):
     help = (
         "Per tenant: number of databases (the tenant's own and one per run), their size on disk "
-        "(with -wal files), and runs by status. Reads the control plane and stats files; opens "
-        "no database."
+        "(with -wal files), runs by status, and databases the registry records as damaged, "
+        "missing or quarantined. Reads the control plane and stats files; opens no database."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -42,29 +42,39 @@ class Command(BaseCommand):
         for tenant_id, status, count in grouped:
             by_status[tenant_id][status] = count
         paths: dict[str, list[str]] = defaultdict(list)
-        for tenant_id, relpath in Run.objects.filter(tenant__in=tenants).values_list(
-            "tenant_id", "database__path"
+        problems: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for tenant_id, relpath, state in Run.objects.filter(tenant__in=tenants).values_list(
+            "tenant_id", "database__path", "database__state"
         ):
             paths[tenant_id].append(relpath)
+            if state != Database.State.READY:
+                problems[tenant_id][state] += 1
 
         rows = []
         for t in tqdm(list(tenants), unit="tenant", disable=None, file=self.stderr):
             files = [t.database.path, *paths[t.id]]
+            if t.database.state != Database.State.READY:
+                problems[t.id][t.database.state] += 1
             rows.append(
                 {
                     "tenant": t.slug,
                     "databases": len(files),
                     "bytes": sum(_size(relpath) for relpath in files),
                     "runs": by_status.get(t.id, {}),
+                    "problems": dict(problems.get(t.id, {})),
                 }
             )
         if as_json:
             for row in rows:
                 self.stdout.write(json.dumps(row, sort_keys=True))
             return
-        self.stdout.write(f"{'tenant':<32} {'dbs':>6} {'MiB':>10}  runs by status")
+        self.stdout.write(f"{'tenant':<32} {'dbs':>6} {'MiB':>10}  runs by status  [problems]")
         for row in rows:
             runs_text = ", ".join(f"{k} {v}" for k, v in sorted(row["runs"].items())) or "-"
+            if row["problems"]:
+                runs_text += (
+                    "  [" + ", ".join(f"{k} {v}" for k, v in sorted(row["problems"].items())) + "]"
+                )
             self.stdout.write(
                 f"{row['tenant']:<32} {row['databases']:>6} {row['bytes'] / 2**20:>10.2f}  "
                 f"{runs_text}"

@@ -6,6 +6,7 @@ class ApplicationError(Exception):
 
     status = 400
     code = "bad_request"
+    retry_after: int | None = None  # seconds, sent as `Retry-After` (503 and 429)
 
     def __init__(
         self,
@@ -13,6 +14,7 @@ class ApplicationError(Exception):
         *,
         code: str | None = None,
         status: int | None = None,
+        retry_after: int | None = None,
         **extra: object,
     ):
         super().__init__(message)
@@ -22,6 +24,8 @@ class ApplicationError(Exception):
             self.code = code
         if status is not None:
             self.status = status
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class NotFound(ApplicationError):
@@ -47,3 +51,15 @@ class TooLarge(ApplicationError):
 class TooManyRequests(ApplicationError):
     status = 429
     code = "limit_reached"
+
+
+class Unavailable(ApplicationError):
+    """Retryable: the request made no change; try again after `Retry-After` seconds."""
+
+    status = 503
+    code = "unavailable"
+    retry_after = 1
+
+
+class DependencyUnavailable(Unavailable):
+    code = "dependency_unavailable"

@@ -1,28 +1,27 @@
 """Writes of agent runs: the registry row in the control plane and each run's own database.
 
-Every function binds the run itself (`run_context`), so callers only pass the `Run`. Writes to
-a run database go through `run_write`: one `BEGIN IMMEDIATE` transaction, which also serialises
-sequence numbers (gapless per run), and database triggers that refuse writes once the run is
-closed, so a write racing `run_complete` cannot land after it.
+Callers only pass the `Run`. Every write to a run database goes through the run's single writer
+(`runs.writer.write`): group commit under the run's lease, fenced in the database, which also
+keeps sequence numbers gapless per run; database triggers refuse writes once the run is closed,
+so a write racing `run_complete` cannot land after it.
 """
 
 import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, connections, router, transaction
+from django.db import connections, router
 from django.db.models import Max
 from django.utils import timezone
 
 from project.exceptions import Conflict, InvalidInput, NotFound, TooLarge, TooManyRequests
 from project.limits import check_json_size
+from runs import writer
 from runs.exceptions import RunClosed, StaleVersion
 from runs.models import (
     LABEL_PATTERN,
@@ -82,32 +81,6 @@ def run_create(
     return run
 
 
-@contextmanager
-def run_write(run: Run) -> Iterator[str]:
-    """Open a write transaction on the run's database; yield its alias.
-
-    Raise `RunClosed` if the run is not active (checked again by the database's triggers inside
-    the transaction) and `TooLarge` when the run's database reached its size limit.
-    """
-    if not run.is_active:
-        raise RunClosed(f"Run {run.id} is {run.status}; it takes no more writes.")
-    alias = router.db_for_write(ToolCall)
-    try:
-        with transaction.atomic(using=alias):
-            yield alias
-    except IntegrityError as exc:
-        if "run_closed" in str(exc):
-            raise RunClosed(f"Run {run.id} was completed; it takes no more writes.") from exc
-        raise
-    except OperationalError as exc:
-        if "full" in str(exc):
-            raise TooLarge(
-                f"Run {run.id}'s database reached its limit of {run.max_db_bytes} bytes.",
-                code="run_database_full",
-            ) from exc
-        raise
-
-
 def _digest(name: str, args: Any) -> str:
     canonical = json.dumps([name, args], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -135,16 +108,20 @@ def tool_call_record(
     _check_name(name, "Tool name")
     check_json_size(args, limit=settings.TOOL_ARGS_MAX_BYTES, what="Tool args")
     digest = _digest(name, args)
-    with run_context(run):
+    if idempotency_key is not None:
+        with run_context(run):
+            if found := _replay(idempotency_key, digest):
+                return found, False
+
+    def work() -> tuple[ToolCall, bool]:
         if idempotency_key is not None and (found := _replay(idempotency_key, digest)):
             return found, False
-        with run_write(run):
-            if idempotency_key is not None and (found := _replay(idempotency_key, digest)):
-                return found, False
-            call = ToolCall.objects.create(
-                name=name, args=args, digest=digest, idempotency_key=idempotency_key
-            )
-            return call, True
+        call = ToolCall.objects.create(
+            name=name, args=args, digest=digest, idempotency_key=idempotency_key
+        )
+        return call, True
+
+    return writer.write(run, work)
 
 
 @dataclass(frozen=True)
@@ -165,7 +142,8 @@ def tool_call_complete(*, run: Run, seq: int, outcome: Outcome) -> ToolCall:
     """Record the result or error of tool call `seq`; a second outcome is a conflict."""
     value = outcome.error if outcome.is_error else outcome.result
     check_json_size(value, limit=settings.TOOL_RESULT_MAX_BYTES, what="Tool result")
-    with run_context(run), run_write(run):
+
+    def work() -> ToolCall:
         try:
             call = ToolCall.objects.get(seq=seq)
         except ToolCall.DoesNotExist:
@@ -185,6 +163,8 @@ def tool_call_complete(*, run: Run, seq: int, outcome: Outcome) -> ToolCall:
         call.save(update_fields=["status", "result", "error", "completed_at", *timings])
         return call
 
+    return writer.write(run, work)
+
 
 def events_append(*, run: Run, events: list[tuple[str, Any]]) -> list[int]:
     """Append a batch of `(kind, payload)` events in order; return their sequence numbers."""
@@ -200,14 +180,14 @@ def events_append(*, run: Run, events: list[tuple[str, Any]]) -> list[int]:
         _check_name(kind, "Event kind")
         check_json_size(payload, limit=settings.EVENT_PAYLOAD_MAX_BYTES, what="Event payload")
         rows.append(Event(kind=kind, payload=payload, created_at=now))
-    with run_context(run), run_write(run):
-        return [event.seq for event in Event.objects.bulk_create(rows)]
+    return writer.write(run, lambda: [event.seq for event in Event.objects.bulk_create(rows)])
 
 
 def state_put(*, run: Run, state: Any, expected_version: int) -> StateCheckpoint:
     """Store a new version of the run's state if `expected_version` is still the current one."""
     check_json_size(state, limit=settings.STATE_MAX_BYTES, what="State")
-    with run_context(run), run_write(run):
+
+    def work() -> StateCheckpoint:
         current = StateCheckpoint.objects.aggregate(v=Max("version"))["v"] or 0
         if expected_version != current:
             raise StaleVersion(
@@ -215,6 +195,8 @@ def state_put(*, run: Run, state: Any, expected_version: int) -> StateCheckpoint
                 current_version=current,
             )
         return StateCheckpoint.objects.create(version=current + 1, state=state)
+
+    return writer.write(run, work)
 
 
 def run_complete(*, run: Run, status: str, summary: Any = None) -> Run:
@@ -225,17 +207,20 @@ def run_complete(*, run: Run, status: str, summary: Any = None) -> Run:
     if not run.is_active:
         raise RunClosed(f"Run {run.id} is already {run.status}.")
     now = timezone.now()
-    with run_context(run):
-        alias = router.db_for_write(RunInfo)
-        with transaction.atomic(using=alias):
-            # Closing first means no write lands after the counts below; an already closed
-            # database (a previous attempt died before the control plane update) is fine.
-            RunInfo.objects.filter(id=1, closed_at__isnull=True).update(closed_at=now)
-            tool_calls = ToolCall.objects.aggregate(n=Max("seq"))["n"] or 0
-            events = Event.objects.aggregate(n=Max("seq"))["n"] or 0
-            version = StateCheckpoint.objects.aggregate(v=Max("version"))["v"] or 0
-        with connections[alias].cursor() as cursor:
-            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close() -> tuple[int, int, int]:
+        # Closing first means no write lands after the counts below; an already closed
+        # database (a previous attempt died before the control plane update) is fine.
+        RunInfo.objects.filter(id=1, closed_at__isnull=True).update(closed_at=now)
+        return (
+            ToolCall.objects.aggregate(n=Max("seq"))["n"] or 0,
+            Event.objects.aggregate(n=Max("seq"))["n"] or 0,
+            StateCheckpoint.objects.aggregate(v=Max("version"))["v"] or 0,
+        )
+
+    tool_calls, events, version = writer.write(run, close)
+    with run_context(run), connections[router.db_for_write(RunInfo)].cursor() as cursor:
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     size = os.stat(absolute(run.database.path)).st_size
     updated = Run.objects.filter(pk=run.pk, status=Run.Status.ACTIVE).update(
         status=status,

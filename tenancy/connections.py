@@ -39,19 +39,26 @@ def _lru() -> "OrderedDict[str, BaseDatabaseWrapper]":
 
 
 def sqlite_settings(
-    path: Path, *, create: bool = False, max_bytes: int | None = None
+    path: Path,
+    *,
+    create: bool = False,
+    max_bytes: int | None = None,
+    synchronous: str | None = None,
 ) -> dict[str, Any]:
     """Return a complete Django database settings dict for one SQLite file.
 
     Unless `create` is true the file is opened with `mode=rw`, so a missing database is an error
     rather than a new empty file. `max_bytes` caps the file's growth (SQLite answers "database or
-    disk is full"), which is how per-run size limits cost nothing per write.
+    disk is full"), which is how per-run size limits cost nothing per write. `synchronous`
+    overrides `SQLITE_SYNCHRONOUS` for this file (run databases: `RUN_SQLITE_SYNCHRONOUS`).
     """
     name = path.as_uri() if create else f"{path.as_uri()}?mode=rw"
     options = dict(settings.SQLITE_OPTIONS)
     if max_bytes is not None:
         pages = max(1, max_bytes // SQLITE_PAGE_SIZE)
         options["init_command"] = f"{options['init_command']} PRAGMA max_page_count={pages};"
+    if synchronous is not None:
+        options["init_command"] = f"{options['init_command']} PRAGMA synchronous={synchronous};"
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": name,
@@ -79,7 +86,12 @@ def touch(alias: str) -> bool:
 
 
 def connection_for(
-    alias: str, path: Path, *, create: bool = False, max_bytes: int | None = None
+    alias: str,
+    path: Path,
+    *,
+    create: bool = False,
+    max_bytes: int | None = None,
+    synchronous: str | None = None,
 ) -> BaseDatabaseWrapper:
     """Return this thread's connection wrapper for `alias`, opening a slot for it if needed."""
     lru = _lru()
@@ -87,7 +99,8 @@ def connection_for(
     if conn is not None:
         lru.move_to_end(alias)
         return conn
-    conn = SQLiteWrapper(sqlite_settings(path, create=create, max_bytes=max_bytes), alias)
+    options = sqlite_settings(path, create=create, max_bytes=max_bytes, synchronous=synchronous)
+    conn = SQLiteWrapper(options, alias)
     setattr(_storage(), alias, conn)
     lru[alias] = conn
     _evict(lru)

@@ -8,6 +8,7 @@ fall back to `default` and write tenant rows into the control plane.
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
 
 from tenancy.connections import connection_for, touch
@@ -29,7 +30,12 @@ def bound_alias(scope: Scope) -> str:
         run = current_run()
         alias = run_alias(run.id)
         if not touch(alias):
-            connection_for(alias, absolute(run.database.path), max_bytes=run.max_db_bytes)
+            connection_for(
+                alias,
+                absolute(run.database.path),
+                max_bytes=run.max_db_bytes,
+                synchronous=settings.RUN_SQLITE_SYNCHRONOUS,
+            )
         return alias
     return DEFAULT_DB_ALIAS
 

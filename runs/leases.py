@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 from django.conf import settings
@@ -51,8 +51,53 @@ class Leases(Protocol):
     def raise_fence(self, run_id: str, *, above: int) -> int: ...
 
 
+class FencedLock(redis.lock.Lock):
+    """redis-py's `Lock` (token, TTL, polling acquire, compare-and-delete release) whose
+    acquisition also takes the run's next fencing token, in the same round trip."""
+
+    ACQUIRE = (
+        "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
+        "return redis.call('INCR', KEYS[2]) end return 0"
+    )
+    fence = 0
+    acquired_at = 0.0
+
+    def __init__(self, client: redis.Redis, name: str, **kwargs: Any):
+        super().__init__(client, name, **kwargs)
+        self._acquire_script = _scripts(client).acquire
+
+    def do_acquire(self, token: str) -> bool:
+        assert self.timeout is not None
+        fence = self._acquire_script(
+            keys=[self.name, _fence_key_of(self.name)], args=[token, int(self.timeout * 1000)]
+        )
+        if not fence:
+            return False
+        self.fence, self.acquired_at = int(fence), time.monotonic()
+        return True
+
+    def confirm(self) -> bool:
+        """Tell whether the lease is still this holder's, renewing its TTL when half is gone.
+
+        Within half the TTL of acquiring or renewing (measured on the monotonic clock, which
+        keeps counting while a process is stopped) the lease cannot have expired in Redis, so
+        no round trip is needed; past it, `reacquire` renews it or reports it lost.
+        """
+        assert self.timeout is not None
+        if time.monotonic() - self.acquired_at < self.timeout / 2:
+            return True
+        try:
+            self.reacquire()
+        except redis.exceptions.LockNotOwnedError:
+            return False
+        except redis.RedisError as exc:
+            raise _unreachable(exc) from exc
+        self.acquired_at = time.monotonic()
+        return True
+
+
 class RedisLeases:
-    """Leases in Redis: a lock with a TTL per run and a fencing counter per run."""
+    """Leases in Redis: a `FencedLock` with a TTL per run and a fencing counter per run."""
 
     def __init__(self, url: str):
         self._client = redis.Redis.from_url(
@@ -61,75 +106,77 @@ class RedisLeases:
             socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
             health_check_interval=30,
         )
-        # Set the counter above a floor and return the next token, in one atomic step.
-        self._raise = self._client.register_script(
-            "local v = tonumber(redis.call('GET', KEYS[1]) or '0') "
-            "if v <= tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end "
-            "return redis.call('INCR', KEYS[1])"
-        )
 
     @contextmanager
     def hold(self, run_id: str, *, path: Path, wait_s: float) -> Iterator[Lease]:
-        lock = self._client.lock(
-            f"agentdb:lease:{run_id}",
+        lock = FencedLock(
+            self._client,
+            _lease_key(run_id),
             timeout=settings.RUN_LEASE_TTL_S,
             sleep=POLL_S,
             blocking_timeout=wait_s,
             thread_local=False,
         )
         try:
-            if not lock.acquire():
-                raise RunBusy(
-                    f"Run {run_id} is being written by another process; retry shortly.",
-                    retry_after=1,
-                )
-            try:
-                token = int(self._client.incr(_fence_key(run_id)))
-            except BaseException:
-                _release_quietly(lock)
-                raise
+            acquired = lock.acquire()
         except redis.RedisError as exc:
-            raise DependencyUnavailable(
-                f"Redis is unreachable ({type(exc).__name__}); nothing was written. Retry.",
+            raise _unreachable(exc) from exc
+        if not acquired:
+            raise RunBusy(
+                f"Run {run_id} is being written by another process; retry shortly.",
                 retry_after=1,
-            ) from exc
+            )
         try:
-            yield Lease(run_id, token, functools.partial(_confirm, lock))
+            yield Lease(run_id, lock.fence, lock.confirm)
         finally:
-            _release_quietly(lock)
+            # A lease that expired is no one's to release; the database's fence decided.
+            with suppress(redis.RedisError):
+                lock.release()
 
     def raise_fence(self, run_id: str, *, above: int) -> int:
         """Return a new token above `above` (Redis lost its counter, e.g. restarted empty)."""
         try:
-            return int(self._raise(keys=[_fence_key(run_id)], args=[above]))
+            return int(_scripts(self._client).raise_fence(keys=[_fence_key(run_id)], args=[above]))
         except redis.RedisError as exc:
-            raise DependencyUnavailable(
-                f"Redis is unreachable ({type(exc).__name__}); retry.", retry_after=1
-            ) from exc
+            raise _unreachable(exc) from exc
+
+
+@dataclass(frozen=True)
+class _Scripts:
+    acquire: Any
+    raise_fence: Any
+
+
+@functools.cache
+def _scripts(client: redis.Redis) -> _Scripts:
+    return _Scripts(
+        acquire=client.register_script(FencedLock.ACQUIRE),
+        # Set the counter above a floor and return the next token, in one atomic step.
+        raise_fence=client.register_script(
+            "local v = tonumber(redis.call('GET', KEYS[1]) or '0') "
+            "if v <= tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end "
+            "return redis.call('INCR', KEYS[1])"
+        ),
+    )
+
+
+def _lease_key(run_id: str) -> str:
+    return f"agentdb:lease:{run_id}"
 
 
 def _fence_key(run_id: str) -> str:
     return f"agentdb:fence:{run_id}"
 
 
-def _confirm(lock: redis.lock.Lock) -> bool:
-    """Reset the lease's TTL if this holder still owns it; False once it expired or moved."""
-    try:
-        lock.reacquire()
-    except redis.exceptions.LockNotOwnedError:
-        return False
-    except redis.RedisError as exc:
-        raise DependencyUnavailable(
-            f"Redis is unreachable ({type(exc).__name__}); nothing was written. Retry.",
-            retry_after=1,
-        ) from exc
-    return True
+def _fence_key_of(lease_key: str) -> str:
+    return _fence_key(lease_key.removeprefix(_lease_key("")))
 
 
-def _release_quietly(lock: redis.lock.Lock) -> None:
-    # A lease that expired is no one's to release; the database's fence decided the rest.
-    with suppress(redis.RedisError):
-        lock.release()
+def _unreachable(exc: Exception) -> DependencyUnavailable:
+    return DependencyUnavailable(
+        f"Redis is unreachable ({type(exc).__name__}); nothing was written. Retry.",
+        retry_after=1,
+    )
 
 
 class FileLeases:

@@ -116,8 +116,14 @@ def tool_call_record(
     def work() -> tuple[ToolCall, bool]:
         if idempotency_key is not None and (found := _replay(idempotency_key, digest)):
             return found, False
-        call = ToolCall.objects.create(
-            name=name, args=args, digest=digest, idempotency_key=idempotency_key
+        # One INSERT (tenancy.rows): the hot path of every agent, ~3x cheaper than create().
+        call = insert_row(
+            ToolCall,
+            using=router.db_for_write(ToolCall),
+            name=name,
+            args=args,
+            digest=digest,
+            idempotency_key=idempotency_key,
         )
         return call, True
 
@@ -174,13 +180,30 @@ def events_append(*, run: Run, events: list[tuple[str, Any]]) -> list[int]:
         raise TooLarge(
             f"A batch holds at most {settings.EVENTS_MAX_BATCH} events; got {len(events)}."
         )
-    now = timezone.now()
-    rows = []
     for kind, payload in events:
         _check_name(kind, "Event kind")
         check_json_size(payload, limit=settings.EVENT_PAYLOAD_MAX_BYTES, what="Event payload")
-        rows.append(Event(kind=kind, payload=payload, created_at=now))
-    return writer.write(run, lambda: [event.seq for event in Event.objects.bulk_create(rows)])
+
+    def work() -> list[int]:
+        # Raw executemany: the ORM's bulk_create costs ~15x more per row on this path.
+        alias = router.db_for_write(Event)
+        connection = connections[alias]
+        created_at = connection.ops.adapt_datetimefield_value(timezone.now())
+        rows = [
+            (kind, None if payload is None else json.dumps(payload), created_at)
+            for kind, payload in events
+        ]
+        with connection.cursor() as cursor:
+            # The writer holds the database's write lock: the next seqs are known and gapless.
+            cursor.execute("SELECT seq FROM sqlite_sequence WHERE name = 'runs_event'")
+            found = cursor.fetchone()
+            first = (found[0] if found else 0) + 1
+            cursor.executemany(
+                "INSERT INTO runs_event (kind, payload, created_at) VALUES (%s, %s, %s)", rows
+            )
+        return list(range(first, first + len(rows)))
+
+    return writer.write(run, work)
 
 
 def state_put(*, run: Run, state: Any, expected_version: int) -> StateCheckpoint:

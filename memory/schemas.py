@@ -6,9 +6,11 @@ from typing import Any
 from ninja import Schema
 from pydantic import ConfigDict, Field
 
+from project.schemas import PAGE_RULE
+
 
 class MemoryIn(Schema):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     value: Any = Field(..., description="Any JSON value; at most MEMORY_MAX_VALUE_BYTES encoded.")
 
@@ -25,5 +27,5 @@ class MemoryOut(Schema):
 class MemoryPage(Schema):
     items: list[MemoryOut]
     next: str | None = Field(
-        None, description="Pass as `cursor` for the next page; null at the end."
+        None, description=f"Pass as `cursor` for the next page; null at the end. {PAGE_RULE}"
     )

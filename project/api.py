@@ -1,6 +1,5 @@
 """The NinjaAPI instance: authentication, error rendering, and each app's router."""
 
-import json
 import logging
 from typing import Any
 
@@ -8,10 +7,11 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, ValidationError, ValidationErrorContext
 from ninja.parser import Parser
 from ninja.security import HttpBearer
 
+from project import openapi, strictjson
 from project.errors import error_response
 from project.exceptions import ApplicationError
 
@@ -30,17 +30,37 @@ class ApiKeyAuth(HttpBearer):
 
 
 class StrictJSONParser(Parser):
-    """JSON bodies as RFC 8259 has them: NaN and Infinity are refused (400), not stored."""
+    """Bodies through `project.strictjson`: anything it refuses is a 400 saying why."""
 
     def parse_body(self, request: HttpRequest) -> Any:
-        return json.loads(request.body, parse_constant=_refuse_constant)
+        return strictjson.loads(request.body)
 
 
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
+class Api(NinjaAPI):
+    def get_openapi_schema(self, **kwargs: Any) -> Any:
+        """Return the schema with every limit and error code (`project.openapi`)."""
+        return openapi.extend(super().get_openapi_schema(**kwargs))
+
+    def validation_error_from_error_contexts(
+        self, error_contexts: list[ValidationErrorContext]
+    ) -> ValidationError:
+        """Name a body field `body.name`, not `body.<view argument>.name`.
+
+        ninja wraps a body schema in a model whose one field is the view's argument; the client
+        never sees that name.
+        """
+        errors = []
+        for context in error_contexts:
+            wrapper = getattr(context.model, "__read_from_single_attr__", None)
+            for error in super().validation_error_from_error_contexts([context]).errors:
+                loc = tuple(error.get("loc", ()))
+                if wrapper and loc[:2] == ("body", wrapper):
+                    error["loc"] = ("body", *loc[2:])
+                errors.append(error)
+        return ValidationError(errors)
 
 
-api = NinjaAPI(
+api = Api(
     parser=StrictJSONParser(),
     title="agentdb",
     version="1",
@@ -87,6 +107,8 @@ def _unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpRespons
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if isinstance(exc.__cause__, ApplicationError):  # ninja wraps what the parser raised
+        return _application_error(request, exc.__cause__)
     code = "bad_request" if exc.status_code == 400 else f"http_{exc.status_code}"
     return error_response(exc.status_code, code, str(exc))
 

@@ -28,6 +28,13 @@ class ApplicationError(Exception):
             self.retry_after = retry_after
 
 
+class BadRequest(ApplicationError):
+    """Bytes that are not a request this API can read: unparsable JSON, a malformed header."""
+
+    status = 400
+    code = "bad_request"
+
+
 class NotFound(ApplicationError):
     status = 404
     code = "not_found"

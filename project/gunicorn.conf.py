@@ -4,8 +4,12 @@ import os
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
+# gthread, with gunicorn's own 400/414/431 answers in the API's JSON shape (decision 0022).
+worker_class = "project.gunicorn_worker.JsonErrorsThreadWorker"
 threads = int(os.environ.get("WEB_THREADS", "8"))
+# Request line (method, path, query) and header limits: beyond them gunicorn answers 414 / 431.
+limit_request_line = int(os.environ.get("API_MAX_REQUEST_LINE", "4094"))
+limit_request_field_size = 8190
 graceful_timeout = 10
 timeout = 30
 accesslog = os.environ.get("ACCESS_LOG", "-") or None

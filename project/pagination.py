@@ -3,11 +3,14 @@
 import base64
 import binascii
 import json
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
 
-from django.db.models import Model, QuerySet
+from django.conf import settings
+from django.db.models import F, Model, QuerySet, Value
+from django.db.models.functions import Coalesce, Length
 
+from project import strictjson
 from project.exceptions import InvalidInput
 
 T = TypeVar("T")
@@ -23,19 +26,59 @@ def cursor_decode(cursor: str, parse: Callable[[Any], T]) -> T:
     """Return `parse(value)` for the value `cursor` carries; any failure is a 422 naming it."""
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        return parse(json.loads(raw))
-    except (binascii.Error, ValueError, TypeError) as exc:  # JSON and Unicode errors included
+        return parse(strictjson.loads(raw, what="Cursor"))
+    except (binascii.Error, strictjson.InvalidJSON, ValueError, TypeError) as exc:
         raise InvalidInput(
             f"Cursor {cursor[:80]!r} is invalid: pass the `next` value of the previous page."
         ) from exc
 
 
-def page_of(rows: "QuerySet[M]", limit: int) -> tuple[list[M], M | None]:
-    """Return up to `limit` rows of an ordered queryset, and the last one if more follow.
+# What one item costs besides its JSON columns (ids, status, timestamps, numbers, punctuation).
+ITEM_OVERHEAD_BYTES = 512
+# Rows fetched from SQLite at a time while a page fills: at most this many beyond the budget.
+_CHUNK = 8
 
-    One row beyond the page is fetched to know whether there is a next page.
+
+def json_size(value: Any) -> int:
+    """Return the size of `value` as the API encodes it (`json.dumps`, ASCII)."""
+    return len(json.dumps(value))
+
+
+def with_json_bytes(rows: "QuerySet[M]", *columns: str) -> "QuerySet[M]":
+    """Annotate each row with `json_bytes`: the stored size of its JSON `columns`.
+
+    Django stores JSONField values as `json.dumps` text (ASCII, escapes included), the same
+    encoding the API answers with, so the stored length is what the item adds to a page.
     """
-    page = list(rows[: limit + 1])
-    if len(page) > limit:
-        return page[:limit], page[limit - 1]
+    total: Any = Value(0)
+    for column in columns:
+        total = total + Coalesce(Length(F(column)), Value(0))
+    return cast("QuerySet[M]", rows.annotate(json_bytes=total))
+
+
+def page_within_budget(
+    rows: "QuerySet[M]", *, limit: int, size: Callable[[M], int] | None = None
+) -> tuple[list[M], M | None]:
+    """Return the first rows of an ordered queryset that fit `limit` and the byte budget, and
+    the last one if more follow.
+
+    A page holds at most `limit` items and stops before its items' JSON would pass
+    `API_MAX_PAGE_BYTES`; the first item always fits, so every page makes progress. Rows are
+    read a few at a time, so a page of large items never loads the ones it will not send.
+    `size` defaults to the `json_bytes` annotation of `with_json_bytes`.
+    """
+    measure = size or (lambda row: int(getattr(row, "json_bytes", 0)))
+    return _take(rows[: limit + 1].iterator(chunk_size=_CHUNK), limit, measure)
+
+
+def _take(rows: Iterable[M], limit: int, size: Callable[[M], int]) -> tuple[list[M], M | None]:
+    budget = settings.API_MAX_PAGE_BYTES
+    page: list[M] = []
+    used = 0
+    for row in rows:
+        cost = size(row) + ITEM_OVERHEAD_BYTES
+        if len(page) == limit or (page and used + cost > budget):
+            return page, page[-1]
+        page.append(row)
+        used += cost
     return page, None

@@ -62,6 +62,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: it sees every answer under /api/, errors of the middleware below included.
+    "project.middleware.ApiResponsesMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -184,6 +186,10 @@ STORAGES = {
 # Bodies larger than this answer 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("API_MAX_BODY_BYTES", 2 * 1024 * 1024)
 MEMORY_MAX_VALUE_BYTES = _env_int("MEMORY_MAX_VALUE_BYTES", 256 * 1024)
+# Method + path + query; gunicorn enforces it (project/gunicorn.conf.py reads the same variable).
+API_MAX_REQUEST_LINE = _env_int("API_MAX_REQUEST_LINE", 4094)
+# A list page stops before its items' JSON passes this (and at `limit`); `next` goes on from there.
+API_MAX_PAGE_BYTES = _env_int("API_MAX_PAGE_BYTES", 4 * 1024 * 1024)
 # API keys and runs are memoised per process this long (tenants/memo.py); 0 turns it off.
 API_LOOKUP_CACHE_SECONDS = float(os.environ.get("API_LOOKUP_CACHE_SECONDS", "5"))
 # Per tenant, unless the tenant row overrides them: 429 / 413 beyond.

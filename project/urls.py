@@ -10,4 +10,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
+handler400 = "project.views.bad_request"
 handler404 = "project.views.not_found"

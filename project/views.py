@@ -5,8 +5,10 @@ import tempfile
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import page_not_found
 
 from project.errors import error_response
@@ -45,6 +47,17 @@ def healthz(request: HttpRequest) -> JsonResponse:
         {"status": "ok" if healthy else "unavailable", "checks": checks},
         status=200 if healthy else 503,
     )
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's 400 (a bad Host header, another `SuspiciousOperation`), as JSON under /api/."""
+    if not request.path.startswith("/api/"):
+        return django_bad_request(request, exception)
+    if isinstance(exception, DisallowedHost):
+        message = "The Host header names no host this server answers for (ALLOWED_HOSTS)."
+    else:
+        message = "The request was refused as malformed or suspicious."
+    return error_response(400, "bad_request", message)
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

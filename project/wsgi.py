@@ -3,4 +3,7 @@ import os
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-application = get_wsgi_application()
+
+from project.chunked import ChunkedBodies
+
+application = ChunkedBodies(get_wsgi_application())

@@ -1,10 +1,12 @@
 """Run endpoints. The middleware has bound the API key's tenant; every run id is looked up
 within that tenant, so another tenant's run is the same 404 as an unknown one."""
 
+import re
+
 from django.http import HttpRequest
 from ninja import Header, Path, Query, Router, Status
 
-from project.exceptions import InvalidInput
+from project.exceptions import BadRequest, InvalidInput
 from project.schemas import ErrorOut
 from runs import selectors, services
 from runs.models import NAME_PATTERN, Event, Run, StateCheckpoint, ToolCall
@@ -179,7 +181,9 @@ def state_put(
     request: HttpRequest,
     body: StateIn,
     run_id: str = RUN_ID,
-    if_match: str | None = Header(None, alias="If-Match", max_length=40),
+    if_match: str | None = Header(
+        None, alias="If-Match", description='The current version: `3`, `"3"` or `W/"3"`; else 400.'
+    ),
 ) -> StateOut:
     expected = body.version if if_match is None else _version_from_etag(if_match)
     if expected is None:
@@ -191,10 +195,21 @@ def state_put(
 
 
 def _version_from_etag(value: str) -> int:
-    text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit() or int(text) > MAX_INT:
-        raise InvalidInput(f"If-Match {value[:40]!r} is not a state version (0, 1, 2, ...).")
-    return int(text)
+    """Return the version an `If-Match` value names: `3`, `"3"` or `W/"3"`, ASCII digits only.
+
+    `str.isdigit()` and `int()` also take other scripts' digits (`²`, `٣`): a malformed header
+    is a 400, never a 500 or a version nobody sent.
+    """
+    match = _ETAG.fullmatch(value.strip())
+    if match is None or int(match["version"]) > MAX_INT:
+        raise BadRequest(
+            f"If-Match {value[:40]!r} is not a state version: send 0 to {MAX_INT} in ASCII "
+            'digits, optionally quoted ("3") or weak (W/"3").'
+        )
+    return int(match["version"])
+
+
+_ETAG = re.compile(r'(?:W/)?("?)(?P<version>[0-9]{1,10})\1', re.ASCII)
 
 
 @router.post(

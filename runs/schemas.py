@@ -1,11 +1,22 @@
 """Request and response schemas of the runs API. Every limit here is in the OpenAPI schema."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from ninja import Schema
-from pydantic import AwareDatetime, ConfigDict, Field, FiniteFloat, model_validator
+from pydantic import (
+    AwareDatetime,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    model_validator,
+)
+from pydantic import (
+    Strict as StrictType,
+)
 
+from project.schemas import PAGE_RULE
 from runs.models import LABEL_RULE, MAX_LABELS, NAME_PATTERN, NAME_RULE
 
 KEY_PATTERN = r"^[!-~]{1,200}$"  # printable ASCII, no spaces
@@ -14,7 +25,19 @@ MAX_SEQ = 9_223_372_036_854_775_807
 
 
 class Strict(Schema):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields and every type coercion (`"1"` or `true` for 1) are 422."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _iso_string(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("send an ISO 8601 date-time string with a time zone")
+    return value
+
+
+# JSON has no date-time type: parse the string (strict mode would refuse any), nothing else.
+IsoDatetime = Annotated[AwareDatetime, StrictType(False), BeforeValidator(_iso_string)]
 
 
 class RunIn(Strict):
@@ -51,7 +74,7 @@ class RunOut(Schema):
 
 class RunPage(Schema):
     items: list[RunOut]
-    next: str | None = Field(None, description="Pass as `cursor` for the next page.")
+    next: str | None = Field(None, description=f"Pass as `cursor` for the next page. {PAGE_RULE}")
 
 
 class ToolCallIn(Strict):
@@ -85,7 +108,7 @@ class ToolCallOut(Schema):
 class ToolCallOutcomeIn(Strict):
     result: Any = Field(None, description="Set exactly one of `result` and `error`.")
     error: Any = Field(None, description="Set exactly one of `result` and `error`.")
-    started_at: AwareDatetime | None = None
+    started_at: IsoDatetime | None = None
     duration_ms: FiniteFloat | None = Field(None, ge=0)
     input_tokens: int | None = Field(None, ge=0, le=MAX_INT)
     output_tokens: int | None = Field(None, ge=0, le=MAX_INT)
@@ -101,7 +124,7 @@ class ToolCallOutcomeIn(Strict):
 
 class ToolCallPage(Schema):
     items: list[ToolCallOut]
-    next: int | None = Field(None, description="Pass as `after` for the next page.")
+    next: int | None = Field(None, description=f"Pass as `after` for the next page. {PAGE_RULE}")
 
 
 class EventIn(Strict):
@@ -128,7 +151,7 @@ class EventOut(Schema):
 
 class EventPage(Schema):
     items: list[EventOut]
-    next: int | None = Field(None, description="Pass as `after` for the next page.")
+    next: int | None = Field(None, description=f"Pass as `after` for the next page. {PAGE_RULE}")
 
 
 class StateIn(Strict):

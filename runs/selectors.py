@@ -10,7 +10,13 @@ from django.db.models import Max, Q
 
 from project.exceptions import NotFound
 from project.memo import Memo
-from project.pagination import cursor_decode, cursor_encode, page_of
+from project.pagination import (
+    cursor_decode,
+    cursor_encode,
+    json_size,
+    page_within_budget,
+    with_json_bytes,
+)
 from runs.models import Event, Run, StateCheckpoint, ToolCall
 from tenancy.context import run_context
 from tenancy.ids import is_id
@@ -51,17 +57,26 @@ def run_forget(*, run: Run) -> None:
 def runs_list(
     *, tenant: Tenant, status: str | None = None, cursor: str | None = None, limit: int = 50
 ) -> tuple[list[Run], str | None]:
-    """Return the tenant's runs, newest first, from the control plane only."""
+    """Return the tenant's runs, newest first, from the control plane only.
+
+    A page stops at `limit` runs or at the page byte budget (`project.pagination`).
+    """
     rows = Run.objects.filter(tenant=tenant).order_by("-created_at", "-id")
     if status:
         rows = rows.filter(status=status)
     if cursor:
         created_at, run_id = cursor_decode(cursor, _created_and_id)
         rows = rows.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=run_id))
-    page, last = page_of(rows.select_related("database"), limit)
+    page, last = page_within_budget(rows.select_related("database"), limit=limit, size=_run_bytes)
     for run in page:
         run.tenant = tenant
     return page, (cursor_encode([last.created_at.isoformat(), last.id]) if last else None)
+
+
+def _run_bytes(run: Run) -> int:
+    # The control plane may be PostgreSQL (jsonb, no stored text): measure in Python; metadata
+    # and summary are small (RUN_METADATA_MAX_BYTES each).
+    return json_size(run.metadata) + json_size(run.labels) + json_size(run.summary)
 
 
 def _created_and_id(value: Any) -> tuple[datetime, str]:
@@ -102,19 +117,24 @@ def tool_call_get(*, run: Run, seq: int) -> ToolCall:
 def tool_calls_list(
     *, run: Run, after: int = 0, limit: int = 100
 ) -> tuple[list[ToolCall], int | None]:
+    """Return tool calls after `after` in order, at most `limit` and the page byte budget."""
     with run_context(run):
-        page, last = page_of(ToolCall.objects.filter(seq__gt=after).order_by("seq"), limit)
+        rows = ToolCall.objects.filter(seq__gt=after).order_by("seq")
+        page, last = page_within_budget(
+            with_json_bytes(rows, "args", "result", "error"), limit=limit
+        )
     return page, (last.seq if last else None)
 
 
 def events_list(
     *, run: Run, after: int = 0, limit: int = 100, kind: str | None = None
 ) -> tuple[list[Event], int | None]:
+    """Return events after `after` in order, at most `limit` and the page byte budget."""
     with run_context(run):
         rows = Event.objects.filter(seq__gt=after).order_by("seq")
         if kind:
             rows = rows.filter(kind=kind)
-        page, last = page_of(rows, limit)
+        page, last = page_within_budget(with_json_bytes(rows, "payload"), limit=limit)
     return page, (last.seq if last else None)
 
 

@@ -15,4 +15,7 @@ RUN pip install --no-cache-dir ".[postgres]" \
  && DJANGO_SECRET_KEY=build python manage.py collectstatic --no-input -v 0
 VOLUME /data
 EXPOSE 8000
-CMD ["sh", "-c", "python manage.py migrate --no-input && python manage.py migrate_tenants && exec gunicorn project.wsgi:application -c project/gunicorn.conf.py"]
+# Only serves: migrations are one-shot jobs of their own (docker-compose.yml `migrate`,
+# `migrate-tenants`; docs/deploying.md). A database the rollout has not reached yet is migrated
+# when first opened, or answers 503 schema_migrating while a rollout holds the lock.
+CMD ["gunicorn", "project.wsgi:application", "-c", "project/gunicorn.conf.py"]

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 export PORT
 
-.PHONY: run test lint fmt typecheck bench worker migrate clean
+.PHONY: run test lint fmt typecheck bench worker beat migrate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ bench: $(STAMP)
 ## A Celery worker (needs REDIS_URL).
 worker: migrate
 	$(BIN)/celery -A project worker --loglevel INFO
+
+## Celery beat: periodic tasks such as expiring idle runs (needs REDIS_URL; one per deployment).
+## Embedded mode: run `manage.py expire_runs` from cron instead.
+beat: migrate
+	$(BIN)/celery -A project beat --loglevel INFO --schedule $${DATA_DIR:-var}/celerybeat-schedule
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,9 @@ Prints one JSON object:
   tenant_create_via_migrate_ms_p50  the same schema built by running migrations (baseline)
   n_dbs, migrate_noop_s, migrate_apply_s   `manage.py migrate_tenants` wall time over n_dbs
                                   databases: nothing pending / one real pending migration each
+                                  (a rebuild of `fleetapp_note`, which holds rows_per_db rows)
+  migrate_executor_ms_per_db      Django's executor migrating one such database (same migration)
+  migrate_apply_ms_per_db         migrate_apply_s / n_dbs; replay_speedup_x is the ratio
   routed_overhead_ratio           a memory GET through the router to warm tenant databases,
                                   divided by the same request against one static database
 
@@ -23,6 +26,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -48,7 +52,43 @@ def timed_manage(env: dict[str, str], *args: str) -> float:
     return time.perf_counter() - started
 
 
+ROWS_PER_DB = 100  # rows in the table the pending migration rebuilds, in every database
+EXECUTOR_SAMPLES = 5
+
+
 # --- Inside the Django process (stage v1) ---------------------------------------------------------
+
+
+def _fill_notes(rows: int) -> None:
+    """Give every tenant database `rows` notes (the table the v2 migration rebuilds)."""
+    import sqlite3
+    from contextlib import closing
+
+    from tenancy.paths import absolute
+    from tenants.models import Database
+
+    values = [(f"note {i}",) for i in range(rows)]
+    for relpath in Database.objects.filter(kind="tenant").values_list("path", flat=True):
+        with closing(sqlite3.connect(absolute(relpath))) as conn:
+            conn.execute("PRAGMA synchronous = NORMAL")
+            with conn:
+                conn.executemany("INSERT INTO fleetapp_note (text) VALUES (?)", values)
+
+
+def phase_executor(copies: Path) -> dict[str, float]:
+    """Time Django's executor migrating copies of v1 databases to v2, one at a time."""
+    import django
+
+    django.setup()
+    from tenancy.scopes import Scope
+    from tenancy.templates import migrate_file
+
+    timings = []
+    for path in sorted(copies.glob("*.sqlite3")):
+        started = time.perf_counter()
+        migrate_file(path, Scope.TENANT, create=False)
+        timings.append((time.perf_counter() - started) * 1000)
+    return {"migrate_executor_ms_per_db": round(statistics.median(timings), 3)}
 
 
 def phase_create(n_dbs: int) -> dict[str, float]:
@@ -93,6 +133,7 @@ def phase_create(n_dbs: int) -> dict[str, float]:
     for i in range(made, n_dbs):
         tenant_create(slug=f"bulk-{i}")
     bulk_s = time.perf_counter() - started
+    _fill_notes(ROWS_PER_DB)
     return {
         "tenant_create_ms_p50": round(statistics.median(template_ms), 3),
         "tenant_create_ms_p99": round(statistics.quantiles(template_ms, n=100)[98], 3),
@@ -170,13 +211,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-dbs", type=int, default=10_000)
     parser.add_argument("--parallel", type=int, default=4 * (os.cpu_count() or 1))
-    parser.add_argument("--phase", choices=["create", "routing"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--phase", choices=["create", "routing", "executor"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.phase == "create":
         print(json.dumps(phase_create(args.n_dbs)))
         return
     if args.phase == "routing":
         print(json.dumps(phase_routing()))
+        return
+    if args.phase == "executor":
+        print(json.dumps(phase_executor(Path(os.environ["BENCH_EXECUTOR_COPIES"]))))
         return
 
     with tempfile.TemporaryDirectory(prefix="bench-provision-") as tmp:
@@ -199,12 +245,27 @@ def main() -> None:
         result: dict[str, object] = {"bench": "provision"}
         result.update(child("create", v1))
         result["n_dbs"] = args.n_dbs
+        result["rows_per_db"] = ROWS_PER_DB
         result["migrate_noop_s"] = round(timed_manage(v1, "migrate_tenants"), 3)
+        # The executor's baseline migrates copies of the same v1 databases (closed, checkpointed).
+        copies = data_dir / "executor-copies"
+        copies.mkdir()
+        for i, source in enumerate(sorted((data_dir / "tenants").glob("*/tenant.sqlite3"))):
+            if i == EXECUTOR_SAMPLES:
+                break
+            shutil.copyfile(source, copies / f"{i}.sqlite3")
         manage(v2, "migrate", "--no-input", "-v", "0")
         result["migrate_apply_s"] = round(
             timed_manage(v2, "migrate_tenants", "--parallel", str(args.parallel)), 3
         )
         result["migrate_apply_parallel"] = args.parallel
+        result.update(child("executor", {**v2, "BENCH_EXECUTOR_COPIES": str(copies)}))
+        apply_ms = result["migrate_apply_s"] * 1000 / args.n_dbs  # type: ignore[operator]
+        result["migrate_apply_ms_per_db"] = round(apply_ms, 3)
+        result["replay_speedup_x"] = round(
+            result["migrate_executor_ms_per_db"] / apply_ms,  # type: ignore[operator]
+            1,
+        )
         result.update(child("routing", v2))
         print(json.dumps(result, indent=2))
 

@@ -2,6 +2,7 @@
 
 from django.contrib import messages
 from django.contrib.admin import AdminSite
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -10,9 +11,16 @@ from memory.models import MemoryEntry
 from tenancy.context import tenant_context
 from tenants.models import Tenant
 
+VIEW_PERMISSIONS = ("tenants.view_tenant", "memory.view_memoryentry")
+
 
 def memory_browser(site: AdminSite, request: HttpRequest, tenant_id: str) -> HttpResponse:
-    """Render up to 500 memory entries of one tenant, optionally under a key prefix."""
+    """Render up to 500 memory entries of one tenant, optionally under a key prefix.
+
+    Staff status is not enough: tenant data needs `memory.view_memoryentry` (403 otherwise).
+    """
+    if not request.user.has_perms(VIEW_PERMISSIONS):
+        raise PermissionDenied("Browsing memory needs the 'view memory entry' permission.")
     tenant = Tenant.objects.select_related("database").filter(pk=tenant_id).first()
     if tenant is None:
         messages.error(request, "No such tenant.")

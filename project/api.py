@@ -12,7 +12,7 @@ from ninja.parser import Parser
 from ninja.security import HttpBearer
 
 from project import openapi, strictjson
-from project.errors import error_response
+from project.errors import error_response, is_sqlite_unavailable
 from project.exceptions import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -77,8 +77,8 @@ api = Api(
 @api.exception_handler(ApplicationError)
 def _application_error(request: HttpRequest, exc: ApplicationError) -> HttpResponse:
     response = error_response(exc.status, exc.code, exc.message, **exc.extra)
-    if exc.retry_after is not None:
-        response["Retry-After"] = str(exc.retry_after)
+    for header, value in exc.headers.items():
+        response[header] = value
     return response
 
 
@@ -130,8 +130,10 @@ def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 @api.exception_handler(DatabaseError)
 def _database_error(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
     logger.exception("database error")
-    if "locked" in str(exc) or "unable to open" in str(exc):
-        return error_response(503, "unavailable", "The database is busy or unreachable; retry.")
+    if is_sqlite_unavailable(exc):
+        response = error_response(503, "unavailable", "The database is busy or unreachable; retry.")
+        response["Retry-After"] = "1"
+        return response
     return error_response(500, "internal_error", "Internal error (logged).")
 
 

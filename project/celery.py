@@ -1,4 +1,8 @@
-"""The Celery app: without REDIS_URL tasks run inline (embedded mode), with it Redis brokers."""
+"""The Celery app: without REDIS_URL tasks run inline (embedded mode), with it Redis brokers.
+
+Periodic tasks (`CELERY_BEAT_SCHEDULE` in settings) run under Celery beat (`make beat`); in
+embedded mode cron runs the equivalent commands (`manage.py expire_runs`).
+"""
 
 import os
 

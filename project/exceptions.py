@@ -6,7 +6,8 @@ class ApplicationError(Exception):
 
     status = 400
     code = "bad_request"
-    retry_after: int | None = None  # seconds, sent as `Retry-After` (503 and 429)
+    headers: dict[str, str] = {}  # extra HTTP headers of the response
+    retry_after: int | None = None  # seconds: sent as `Retry-After` (503, 429)
 
     def __init__(
         self,
@@ -26,6 +27,8 @@ class ApplicationError(Exception):
             self.status = status
         if retry_after is not None:
             self.retry_after = retry_after
+        if self.retry_after is not None:
+            self.headers = {**self.headers, "Retry-After": str(self.retry_after)}
 
 
 class BadRequest(ApplicationError):

@@ -120,6 +120,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TENANCY_CONNECTIONS_PER_THREAD = _env_int("TENANCY_CONNECTIONS_PER_THREAD", 64)
 # Recorded on every database this node creates; see docs/scaling.md.
 HOME_NODE = os.environ.get("HOME_NODE", "local")
+# Schema rollouts (docs/deploying.md): one at a time per node; a database behind the code's
+# schema is migrated when first opened (waiting at most this long for the rollout lock) or answers
+# 503 `schema_migrating` with Retry-After; busy databases are retried this long, never quarantined.
+TENANCY_MIGRATE_ON_OPEN = _env_bool("TENANCY_MIGRATE_ON_OPEN", True)
+TENANCY_MIGRATE_ON_OPEN_WAIT_S = float(os.environ.get("TENANCY_MIGRATE_ON_OPEN_WAIT_S", "2"))
+TENANCY_SCHEMA_RETRY_AFTER_S = _env_int("TENANCY_SCHEMA_RETRY_AFTER_S", 5)
+TENANCY_ROLLOUT_LOCK_TTL_S = _env_int("TENANCY_ROLLOUT_LOCK_TTL_S", 300)
+TENANCY_ROLLOUT_BUSY_RETRY_S = float(os.environ.get("TENANCY_ROLLOUT_BUSY_RETRY_S", "120"))
 
 # --- Redis: leases, Celery broker, cache (unset = embedded mode) --------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -190,11 +198,23 @@ MEMORY_MAX_VALUE_BYTES = _env_int("MEMORY_MAX_VALUE_BYTES", 256 * 1024)
 API_MAX_REQUEST_LINE = _env_int("API_MAX_REQUEST_LINE", 4094)
 # A list page stops before its items' JSON passes this (and at `limit`); `next` goes on from there.
 API_MAX_PAGE_BYTES = _env_int("API_MAX_PAGE_BYTES", 4 * 1024 * 1024)
-# API keys and runs are memoised per process this long (tenants/memo.py); 0 turns it off.
+# API keys and runs are memoised per process this long (project/memo.py); 0 turns it off.
 API_LOOKUP_CACHE_SECONDS = float(os.environ.get("API_LOOKUP_CACHE_SECONDS", "5"))
+# Each process reads the revocation generation (Redis, or the control plane when embedded) at
+# most this often and drops its memos when it moved: revocation reaches every process within
+# about this long (tenants/revocation.py, decision 0025).
+REVOCATION_CHECK_SECONDS = float(os.environ.get("REVOCATION_CHECK_SECONDS", "0.5"))
 # Per tenant, unless the tenant row overrides them: 429 / 413 beyond.
 TENANT_MAX_ACTIVE_RUNS = _env_int("TENANT_MAX_ACTIVE_RUNS", 1000)
 RUN_MAX_DB_BYTES = _env_int("RUN_MAX_DB_BYTES", 1024 * 1024 * 1024)
+# A run with no write for this many seconds expires (0: never); `expire_runs` or Celery beat
+# every RUN_EXPIRE_EVERY_S seconds finds them (decision 0027).
+RUN_IDLE_TIMEOUT = _env_int("RUN_IDLE_TIMEOUT", 24 * 60 * 60)
+RUN_EXPIRE_EVERY_S = _env_int("RUN_EXPIRE_EVERY_S", 300)
+# https://docs.celeryq.dev/en/stable/userguide/periodic-tasks.html (`make beat`)
+CELERY_BEAT_SCHEDULE = {
+    "expire-idle-runs": {"task": "runs.expire_idle", "schedule": float(RUN_EXPIRE_EVERY_S)},
+}
 # Encoded JSON sizes: 413 beyond.
 RUN_METADATA_MAX_BYTES = _env_int("RUN_METADATA_MAX_BYTES", 16 * 1024)
 TOOL_ARGS_MAX_BYTES = _env_int("TOOL_ARGS_MAX_BYTES", 256 * 1024)

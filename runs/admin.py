@@ -3,6 +3,7 @@
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -10,6 +11,14 @@ from django.utils.html import format_html
 
 from runs.models import Event, Run, StateCheckpoint, ToolCall
 from tenancy.context import run_context
+
+# What the browser shows of a run's own database: staff status alone never shows tenant data.
+BROWSE_PERMISSIONS = (
+    "runs.view_run",
+    "runs.view_toolcall",
+    "runs.view_event",
+    "runs.view_statecheckpoint",
+)
 
 
 @admin.register(Run)
@@ -66,6 +75,11 @@ class RunAdmin(admin.ModelAdmin):
         return own + super().get_urls()
 
     def browse_view(self, request: HttpRequest, run_id: str) -> HttpResponse:
+        if not request.user.has_perms(BROWSE_PERMISSIONS):
+            raise PermissionDenied(
+                "Browsing a run needs the view permissions on runs, tool calls, events and "
+                "state checkpoints."
+            )
         run = Run.objects.select_related("tenant", "database").filter(pk=run_id).first()
         if run is None:
             raise Http404("No such run.")

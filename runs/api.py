@@ -79,7 +79,7 @@ def run_create(request: HttpRequest, body: RunIn) -> Status:
 @router.get("/runs", response={200: RunPage, **COMMON}, summary="List runs, newest first")
 def runs_list(
     request: HttpRequest,
-    status: str | None = Query(None, pattern="^(active|succeeded|failed)$"),
+    status: str | None = Query(None, pattern="^(active|succeeded|failed|expired)$"),
     cursor: str | None = Query(None, max_length=400),
     limit: int = Query(50, ge=1, le=200),
 ) -> RunPage:

@@ -28,6 +28,7 @@ class Run(models.Model):
         ACTIVE = "active"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
+        EXPIRED = "expired"  # no write for the tenant's idle timeout (`runs_expire_idle`)
 
     id = models.CharField(primary_key=True, max_length=32, default=_run_id, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="runs")

@@ -65,7 +65,7 @@ class RunCountsOut(Schema):
 
 class RunOut(Schema):
     id: str
-    status: Literal["active", "succeeded", "failed"]
+    status: Literal["active", "succeeded", "failed", "expired"]
     metadata: dict[str, Any]
     labels: list[str]
     created_at: datetime

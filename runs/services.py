@@ -8,16 +8,18 @@ so a write racing `run_complete` cannot land after it.
 
 import hashlib
 import json
+import logging
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pydantic_core
 from django.conf import settings
-from django.db import connections, router
-from django.db.models import Max
+from django.db import DatabaseError, connections, router
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from project.exceptions import Conflict, InvalidInput, NotFound, TooLarge, TooManyRequests
@@ -44,6 +46,8 @@ from tenancy.provisioning import database_provisioned
 from tenancy.rows import insert_row
 from tenancy.scopes import Scope
 from tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
 
 NAME_RE = re.compile(NAME_PATTERN)
 LABEL_RE = re.compile(LABEL_PATTERN)
@@ -234,6 +238,26 @@ def state_put(*, run: Run, state: Any, expected_version: int) -> StateCheckpoint
     return writer.write(run, work)
 
 
+def _close(now: datetime) -> tuple[int, int, int]:
+    """Close the bound run's database to writes; return its tool call, event and state counts.
+
+    Closing first means no write lands after the counts; an already closed database (a previous
+    attempt died before the control-plane update) is fine. Runs inside the writer.
+    """
+    RunInfo.objects.filter(id=1, closed_at__isnull=True).update(closed_at=now)
+    return (
+        ToolCall.objects.aggregate(n=Max("seq"))["n"] or 0,
+        Event.objects.aggregate(n=Max("seq"))["n"] or 0,
+        StateCheckpoint.objects.aggregate(v=Max("version"))["v"] or 0,
+    )
+
+
+def _checkpoint(run: Run) -> None:
+    """Fold the closed run's WAL into its file, so its size (and a copy of it) is final."""
+    with run_context(run), connections[router.db_for_write(RunInfo)].cursor() as cursor:
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
 def run_complete(*, run: Run, status: str, summary: Any = None) -> Run:
     """Close the run to writes, then copy its final counts and sizes to the control plane."""
     if status not in (Run.Status.SUCCEEDED, Run.Status.FAILED):
@@ -243,19 +267,8 @@ def run_complete(*, run: Run, status: str, summary: Any = None) -> Run:
         raise RunClosed(f"Run {run.id} is already {run.status}.")
     now = timezone.now()
 
-    def close() -> tuple[int, int, int]:
-        # Closing first means no write lands after the counts below; an already closed
-        # database (a previous attempt died before the control plane update) is fine.
-        RunInfo.objects.filter(id=1, closed_at__isnull=True).update(closed_at=now)
-        return (
-            ToolCall.objects.aggregate(n=Max("seq"))["n"] or 0,
-            Event.objects.aggregate(n=Max("seq"))["n"] or 0,
-            StateCheckpoint.objects.aggregate(v=Max("version"))["v"] or 0,
-        )
-
-    tool_calls, events, version = writer.write(run, close)
-    with run_context(run), connections[router.db_for_write(RunInfo)].cursor() as cursor:
-        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    tool_calls, events, version = writer.write(run, lambda: _close(now))
+    _checkpoint(run)
     size = os.stat(absolute(run.database.path)).st_size
     updated = Run.objects.filter(pk=run.pk, status=Run.Status.ACTIVE).update(
         status=status,
@@ -271,3 +284,107 @@ def run_complete(*, run: Run, status: str, summary: Any = None) -> Run:
         raise RunClosed(f"Run {run.id} was completed by another request.")
     run.refresh_from_db()
     return run
+
+
+# --- Idle expiry (decision 0027) ------------------------------------------------------------------
+# "No write for that long" is read from the run database's files, not from a column written on
+# every API write: a commit appends to the -wal file (or, after a checkpoint, rewrites the main
+# file), so the newest of their modification times is the last write, for free. A -wal of zero
+# bytes is skipped: opening a database creates one, and that is not a write.
+
+
+@dataclass(frozen=True)
+class ExpiryResult:
+    checked: int  # active runs old enough to be idle, on this node
+    expired: list[str]  # ids of the runs that expired now
+    errors: list[str]  # ids whose database could not be read or closed (tried again next time)
+
+
+def run_last_write(*, run: Run) -> float | None:
+    """Return when the run's database was last written (epoch seconds), None if it is missing."""
+    path = absolute(run.database.path)
+    try:
+        last = path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    try:
+        wal = path.with_name(path.name + "-wal").stat()
+    except FileNotFoundError:
+        return last
+    return max(last, wal.st_mtime) if wal.st_size else last
+
+
+def runs_expire_idle(
+    *, now: datetime | None = None, progress: Callable[[Iterator[Run]], Iterator[Run]] = iter
+) -> ExpiryResult:
+    """Expire this node's active runs that had no write for their tenant's idle timeout.
+
+    Expired runs are closed like completed ones (their database refuses writes) and no longer
+    count toward `TENANT_MAX_ACTIVE_RUNS`. Idempotent: run it from Celery beat or cron.
+    """
+    now = now or timezone.now()
+    overrides = Tenant.objects.filter(run_idle_timeout_s__gt=0).aggregate(
+        shortest=Min("run_idle_timeout_s")
+    )["shortest"]
+    timeouts = [t for t in (settings.RUN_IDLE_TIMEOUT, overrides) if t]
+    if not timeouts:
+        return ExpiryResult(checked=0, expired=[], errors=[])
+    # A run younger than the shortest timeout cannot be idle that long: not even stat'ed.
+    candidates = (
+        Run.objects.filter(
+            status=Run.Status.ACTIVE,
+            database__home_node=settings.HOME_NODE,
+            created_at__lte=now - timedelta(seconds=min(timeouts)),
+        )
+        .select_related("tenant", "database")
+        .order_by("created_at")
+    )
+    checked, expired, errors = 0, [], []
+    for run in progress(candidates.iterator()):
+        timeout = run.tenant.idle_timeout_s
+        if not timeout or run.created_at > now - timedelta(seconds=timeout):
+            continue
+        checked += 1
+        last = run_last_write(run=run)
+        if last is not None and last > now.timestamp() - timeout:
+            continue
+        try:
+            if run_expire(run=run, now=now, timeout_s=timeout):
+                expired.append(run.id)
+        except (DatabaseError, OSError):
+            logger.exception("run %s could not be expired; trying again next time", run.id)
+            errors.append(run.id)
+    return ExpiryResult(checked=checked, expired=expired, errors=errors)
+
+
+def run_expire(*, run: Run, now: datetime, timeout_s: int) -> bool:
+    """Close an idle run's database and mark the run `expired`; False if it was written since.
+
+    The idle check is repeated inside the run's writer (its lease and `BEGIN IMMEDIATE`), so a
+    write that raced the first look keeps the run active.
+    """
+
+    def close_if_idle() -> tuple[int, int, int] | None:
+        # Pages reach the WAL (and its mtime) only at commit: this sees writes before ours.
+        last = run_last_write(run=run)
+        if last is not None and last > now.timestamp() - timeout_s:
+            return None
+        return _close(now)
+
+    counts = writer.write(run, close_if_idle)
+    if counts is None:
+        return False
+    tool_calls, events, version = counts
+    _checkpoint(run)
+    updated = Run.objects.filter(pk=run.pk, status=Run.Status.ACTIVE).update(
+        status=Run.Status.EXPIRED,
+        finished_at=now,
+        tool_calls=tool_calls,
+        events=events,
+        state_version=version,
+        db_bytes=os.stat(absolute(run.database.path)).st_size,
+    )
+    run_forget(run=run)
+    if updated:
+        logger.info("run %s expired after %d s without a write", run.id, timeout_s)
+    return bool(updated)

@@ -14,6 +14,7 @@ from django.db import DEFAULT_DB_ALIAS
 from tenancy.connections import connection_for, touch
 from tenancy.context import current_run, current_tenant
 from tenancy.exceptions import NoScopeBound
+from tenancy.gate import database_checked_at_open
 from tenancy.paths import absolute, alias_scope, run_alias, tenant_alias
 from tenancy.scopes import Scope, scope_of_model
 
@@ -25,6 +26,7 @@ def bound_alias(scope: Scope) -> str:
         alias = tenant_alias(tenant.id)
         if not touch(alias):
             connection_for(alias, absolute(tenant.database.path))
+            database_checked_at_open(alias=alias, database=tenant.database)
         return alias
     if scope is Scope.RUN:
         run = current_run()
@@ -36,6 +38,7 @@ def bound_alias(scope: Scope) -> str:
                 max_bytes=run.max_db_bytes,
                 synchronous=settings.RUN_SQLITE_SYNCHRONOUS,
             )
+            database_checked_at_open(alias=alias, database=run.database)
         return alias
     return DEFAULT_DB_ALIAS
 

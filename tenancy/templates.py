@@ -10,9 +10,13 @@ import functools
 import hashlib
 import os
 import shutil
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
+from django.db import transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.loader import MigrationLoader
 
@@ -42,30 +46,86 @@ def code_version() -> str:
     return version_of(code_migrations())
 
 
-def migrate_file(path: Path, kind: Scope, *, create: bool = True) -> None:
-    """Apply every migration of the code to the SQLite file at `path` with Django's executor."""
+@functools.cache
+def code_migrations_digest() -> str:
+    """Return a hash of the source of every migration in the code (names and content).
+
+    The schema version names migrations only; a template must also change when a migration's
+    body is edited (a development habit, but a template built from the old body would be wrong).
+    """
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    digest = hashlib.sha256()
+    for key in sorted(loader.graph.nodes):
+        migration = loader.graph.nodes[key]
+        digest.update(f"{key[0]}.{key[1]}\n".encode())
+        # The module the loader imported and the one defining the class (re-exports differ).
+        modules = {f"{loader.migrations_module(key[0])[0]}.{key[1]}", type(migration).__module__}
+        for name in sorted(modules):
+            source = getattr(sys.modules.get(name), "__file__", None)
+            if source:
+                digest.update(Path(source).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def migrate_file(
+    path: Path,
+    kind: Scope,
+    *,
+    create: bool = True,
+    record: Callable[..., Any] | None = None,
+) -> list[str]:
+    """Apply the code's pending migrations to the SQLite file at `path` with Django's executor.
+
+    Everything happens in one `BEGIN IMMEDIATE` transaction that also reads the applied set,
+    so two migrators can never both apply the same migration, and a failure leaves the file as
+    it was. `record` is an `execute_wrapper` seeing every statement the executor runs. Return
+    the migrations applied (`app.name`).
+    """
     alias = scratch_alias(kind)
     conn = connection_for(alias, path, create=create)
     try:
-        executor = MigrationExecutor(conn)
-        executor.migrate(executor.loader.graph.leaf_nodes())
+        with conn.cursor() as cursor:
+            # Outside the transaction, as Django's SQLite schema editor needs (it checks).
+            cursor.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with transaction.atomic(using=alias):
+                executor = MigrationExecutor(conn)  # reads the applied set inside the transaction
+                targets = executor.loader.graph.leaf_nodes()
+                plan = executor.migration_plan(targets)
+                if plan:
+                    with conn.execute_wrapper(record) if record else nullcontext():
+                        executor.migrate(targets, plan=plan)
+                    conn.check_constraints()
+        finally:
+            with conn.cursor() as cursor:
+                cursor.execute("PRAGMA foreign_keys = ON")
         with conn.cursor() as cursor:
             cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return [f"{m.app_label}.{m.name}" for m, _ in plan]
     finally:
         release(alias)
+
+
+def template_path(kind: Scope) -> Path:
+    """Return where the template of `kind` for the code's migrations (names and content) lives."""
+    return templates_dir() / f"{kind.value}-{code_version()}-{code_migrations_digest()}.sqlite3"
 
 
 def ensure_template(kind: Scope) -> tuple[Path, str]:
     """Return the template for `kind` at the code's schema version, building it if missing."""
     version = code_version()
-    path = templates_dir() / f"{kind.value}-{version}.sqlite3"
+    path = template_path(kind)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Built under a private name, then renamed: concurrent builders never see half a file.
+        # Built under a private name, fsynced, then renamed: concurrent builders never see half
+        # a file, and a crash never leaves a renamed template whose pages are not on disk.
         building = path.with_name(f".{path.name}.{os.getpid()}.{new_id('b')}")
         try:
             migrate_file(building, kind)
+            with building.open("rb") as built:
+                os.fsync(built.fileno())
             os.replace(building, path)
+            _fsync_dir(path.parent)
         finally:
             remove_database_files(building)
     return path, version

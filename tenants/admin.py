@@ -1,5 +1,5 @@
-"""Admin: tenants (creating one provisions its database), API keys, the database registry,
-and each tenant's memory, read-only."""
+"""Admin: tenants (creating one provisions its database, deleting one removes its files), API
+keys, the database registry, and each tenant's memory, read-only."""
 
 from typing import Any
 
@@ -12,7 +12,15 @@ from django.utils.html import format_html
 from memory.admin import memory_browser
 from project.exceptions import ApplicationError
 from tenants.models import ApiKey, Database, Tenant
-from tenants.services import api_key_create, api_key_revoke, tenant_create
+from tenants.services import (
+    api_key_create,
+    api_key_revoke,
+    tenant_create,
+    tenant_delete,
+    tenant_save,
+)
+
+LIMITS = ("max_active_runs", "max_run_db_bytes", "run_idle_timeout_s")
 
 
 @admin.register(Tenant)
@@ -21,7 +29,7 @@ class TenantAdmin(admin.ModelAdmin):
     list_filter = ("status",)
     search_fields = ("slug", "name", "id")
     readonly_fields = ("id", "database_file", "schema_version", "created_at", "memory_link")
-    fields = ("slug", "name", "status", *readonly_fields, "deleted_at")
+    fields = ("slug", "name", "status", *LIMITS, *readonly_fields, "deleted_at")
     list_select_related = ("database",)
 
     @admin.display(description="database state")
@@ -40,7 +48,8 @@ class TenantAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
         if change:
-            super().save_model(request, obj, form, change)
+            # Suspension and limits reach every process within a second (decision 0025).
+            tenant_save(tenant=obj)
             return
         # A new tenant is provisioned (template copy + registration), never a bare row.
         try:
@@ -50,6 +59,28 @@ class TenantAdmin(admin.ModelAdmin):
             raise
         obj.pk, obj.database, obj.created_at = created.pk, created.database, created.created_at
         obj._state.adding = False
+        limits = {name: getattr(obj, name) for name in LIMITS if getattr(obj, name) is not None}
+        if limits:
+            for name, value in limits.items():
+                setattr(created, name, value)
+            tenant_save(tenant=created, fields=limits)
+
+    def delete_model(self, request: HttpRequest, obj: Tenant) -> None:
+        # Files, registry rows and revocation in one service (decision 0026), never a bare
+        # row delete that would leave the tenant's databases on disk.
+        tenant_delete(tenant=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        for tenant in queryset.select_related("database"):
+            tenant_delete(tenant=tenant)
+
+    def get_deleted_objects(
+        self, objs: Any, request: HttpRequest
+    ) -> tuple[list[str], dict[str, int], set[str], list[str]]:
+        # Keys and runs go with their tenant through `tenant_delete`; deleting a tenant needs
+        # only the permission to delete tenants, not to delete runs one by one in the admin.
+        to_delete, counts, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return to_delete, counts, set(), protected
 
     def get_urls(self) -> list[Any]:
         own = [

@@ -1,5 +1,6 @@
 """Control-plane models: tenants, API keys and the registry of every tenant and run database."""
 
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
@@ -63,9 +64,21 @@ class Tenant(models.Model):
     max_run_db_bytes = models.BigIntegerField(
         null=True, blank=True, help_text="Empty: RUN_MAX_DB_BYTES."
     )
+    run_idle_timeout_s = models.PositiveIntegerField(
+        "run idle timeout (seconds)",
+        null=True,
+        blank=True,
+        help_text="Runs with no write for this long expire. Empty: RUN_IDLE_TIMEOUT; 0: never.",
+    )
 
     def __str__(self) -> str:
         return self.slug
+
+    @property
+    def idle_timeout_s(self) -> int:
+        """Return the seconds without a write after which this tenant's runs expire (0: never)."""
+        value = self.run_idle_timeout_s
+        return int(settings.RUN_IDLE_TIMEOUT if value is None else value)
 
     @property
     def database_file(self) -> str:
@@ -96,3 +109,16 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class Generation(models.Model):
+    """A counter every process polls to drop its memoised lookups (`tenants.revocation`).
+
+    Used in embedded mode (no `REDIS_URL`); with Redis the counter lives in Redis instead.
+    """
+
+    name = models.CharField(primary_key=True, max_length=32)
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value}"

@@ -4,23 +4,55 @@ import hashlib
 import logging
 import re
 import secrets
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
-from django.db import IntegrityError
+from django.core.exceptions import ValidationError
+from django.core.validators import ProhibitNullCharactersValidator
+from django.db import IntegrityError, models, transaction
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from project.exceptions import Conflict, InvalidInput
 from project.memo import Memo
+from tenancy import connections
 from tenancy.ids import new_id
-from tenancy.paths import tenant_db_relpath
+from tenancy.paths import absolute, run_alias, tenant_alias, tenant_db_relpath
 from tenancy.provisioning import database_provisioned
 from tenancy.rows import insert_row
 from tenancy.scopes import Scope
-from tenants.models import SLUG_PATTERN, ApiKey, Tenant
+from tenancy.templates import remove_database_files
+from tenants.models import SLUG_PATTERN, ApiKey, Database, Tenant
+from tenants.revocation import revocation_bump, revocation_check
 
 logger = logging.getLogger(__name__)
 
 SLUG_RE = re.compile(SLUG_PATTERN)
+
+
+_no_nul = ProhibitNullCharactersValidator()
+
+
+def check_fields(model: type[models.Model], **values: Any) -> None:
+    """Check values against the model fields' own rules (length, pattern, NUL), as admin forms do.
+
+    Raise `InvalidInput` naming the field: a value the column cannot hold must never reach the
+    database (PostgreSQL answers a `DataError`, SQLite stores what no form can save again).
+    """
+    for name, value in values.items():
+        field = model._meta.get_field(name)
+        try:
+            _no_nul(value)
+            field.clean(value, None)  # type: ignore[union-attr]
+        except ValidationError as exc:
+            shown = str(value)[:60] + ("…" if len(str(value)) > 60 else "")
+            raise InvalidInput(
+                f"{model._meta.verbose_name} {name} {shown!r} is invalid: " + " ".join(exc.messages)
+            ) from exc
 
 
 def tenant_create(*, slug: str, name: str = "") -> Tenant:
@@ -33,6 +65,7 @@ def tenant_create(*, slug: str, name: str = "") -> Tenant:
         raise InvalidInput(
             f"Slug {slug!r} is invalid: use 1-63 lowercase letters, digits and inner hyphens."
         )
+    check_fields(Tenant, name=name)
     tenant_id = new_id("ten")
     try:
         with database_provisioned(Scope.TENANT, tenant_db_relpath(tenant_id)) as database:
@@ -50,6 +83,7 @@ def tenant_create(*, slug: str, name: str = "") -> Tenant:
 
 def api_key_create(*, tenant: Tenant, name: str = "") -> tuple[ApiKey, str]:
     """Create an API key for `tenant`; return it with the raw key, which is never stored."""
+    check_fields(ApiKey, name=name)
     prefix = new_id("ak").removeprefix("ak_")[:12]
     raw = f"adb_{prefix}_{secrets.token_urlsafe(32)}"
     key = ApiKey.objects.create(tenant=tenant, name=name, prefix=prefix, key_hash=_digest(raw))
@@ -57,11 +91,71 @@ def api_key_create(*, tenant: Tenant, name: str = "") -> tuple[ApiKey, str]:
 
 
 def api_key_revoke(*, key: ApiKey) -> ApiKey:
-    if key.revoked_at is None:
-        key.revoked_at = timezone.now()
-        key.save(update_fields=["revoked_at"])
-    _key_memo.forget(key.key_hash)
+    """Revoke `key`: refused at once here and on every other process within a second."""
+    with transaction.atomic(using="default"):
+        if key.revoked_at is None:
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at"])
+        revocation_bump()
     return key
+
+
+def tenant_save(*, tenant: Tenant, fields: Iterable[str] | None = None) -> Tenant:
+    """Save edits of a tenant (status, limits); every process sees them within a second.
+
+    Suspending a tenant refuses its keys at once here and within a second everywhere else.
+    """
+    with transaction.atomic(using="default"):
+        tenant.save(update_fields=None if fields is None else list(fields))
+        revocation_bump()
+    return tenant
+
+
+@dataclass(frozen=True)
+class TenantDeleted:
+    tenant_id: str
+    slug: str
+    databases: int  # registry rows removed (the tenant's own and one per run)
+
+
+def tenant_delete(
+    *, tenant: Tenant, progress: Callable[[list[Database]], Iterable[Database]] = iter
+) -> TenantDeleted:
+    """Delete a tenant for good: refuse it everywhere, remove its files, then its registry rows.
+
+    1. Its keys are revoked and the tenant marked deleted (every process refuses it within a
+       second); 2. every registered database file of the tenant (tenant and runs, with -wal and
+       -shm) and its directory are removed; 3. the tenant, its keys, runs and database registry
+       rows are deleted in one transaction. Files go before rows, so a failure half-way leaves
+       rows that a second call (it is idempotent) finishes; never a file nobody knows about.
+    `progress` wraps the list of databases being removed (e.g. a progress bar).
+    """
+    now = timezone.now()
+    with transaction.atomic(using="default"):
+        Tenant.objects.filter(pk=tenant.pk).update(
+            status=Tenant.Status.SUSPENDED, deleted_at=Coalesce("deleted_at", now)
+        )
+        ApiKey.objects.filter(tenant_id=tenant.pk, revoked_at__isnull=True).update(revoked_at=now)
+        revocation_bump()
+    directory = absolute(tenant_db_relpath(tenant.pk)).parent
+    databases = list(Database.objects.filter(path__startswith=_tenant_prefix(tenant.pk)))
+    for database in progress(databases):
+        path = absolute(database.path)
+        alias = tenant_alias(tenant.pk) if database.kind == Scope.TENANT else run_alias(path.stem)
+        connections.release(alias)
+        remove_database_files(path)
+    if directory.exists():  # also takes files no registry row names (a crashed provisioning)
+        shutil.rmtree(directory)
+    with transaction.atomic(using="default"):
+        Tenant.objects.filter(pk=tenant.pk).delete()  # cascades to its keys and runs
+        removed, _ = Database.objects.filter(path__startswith=_tenant_prefix(tenant.pk)).delete()
+    logger.info("tenant %s (%s) deleted: %d database(s)", tenant.slug, tenant.pk, removed)
+    return TenantDeleted(tenant_id=tenant.pk, slug=tenant.slug, databases=removed)
+
+
+def _tenant_prefix(tenant_id: str) -> str:
+    # Every database of a tenant lives under its directory (`tenancy.paths`).
+    return str(Path(tenant_db_relpath(tenant_id)).parent) + "/"
 
 
 _key_memo: Memo[Tenant] = Memo()
@@ -75,6 +169,7 @@ def tenant_for_api_key(raw: str) -> Tenant | None:
     parts = raw.split("_", 2)
     if len(parts) != 3 or parts[0] != "adb" or not parts[1].isalnum():
         return None
+    revocation_check()
     digest = _digest(raw)
     return _key_memo.get_or_load(digest, lambda: _tenant_for_key(parts[1], digest))
 

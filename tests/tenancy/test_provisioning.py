@@ -5,7 +5,8 @@ from django.db import connection
 
 from project.exceptions import Conflict, InvalidInput
 from tenancy.paths import absolute
-from tenancy.templates import code_version
+from tenancy.scopes import Scope
+from tenancy.templates import code_migrations_digest, code_version, template_path
 from tenants.models import Database, Tenant
 from tenants.services import tenant_create
 
@@ -27,7 +28,7 @@ def test_tenant_database_is_a_copy_of_the_template_registered_with_its_version(d
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         applied = conn.execute("SELECT count(*) FROM django_migrations").fetchone()[0]
     assert applied > 0
-    template = data_dir / "templates" / f"tenant-{code_version()}.sqlite3"
+    template = template_path(Scope.TENANT)
     assert path.read_bytes() == template.read_bytes()
 
 
@@ -78,11 +79,13 @@ def test_bad_slugs_are_refused_with_the_rule(slug):
     assert not Tenant.objects.exists()
 
 
-def test_template_is_built_when_missing_and_named_by_schema_version(data_dir):
+def test_template_is_built_when_missing_and_named_by_schema_version_and_content(data_dir):
     for leftover in (data_dir / "templates").iterdir():
         leftover.unlink()
     tenant = tenant_create(slug="fresh")
     built = list((data_dir / "templates").iterdir())
-    assert [p.name for p in built] == [f"tenant-{code_version()}.sqlite3"]
+    assert [p.name for p in built] == [
+        f"tenant-{code_version()}-{code_migrations_digest()}.sqlite3"
+    ]
     assert not list(data_dir.glob("templates/.*"))  # no temporary build files left
     assert absolute(tenant.database.path).read_bytes() == built[0].read_bytes()

@@ -2,6 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from project.exceptions import ApplicationError
 from tenants.models import Tenant
 from tenants.services import api_key_create
 
@@ -22,6 +23,9 @@ class Command(BaseCommand):
             raise CommandError(
                 f"No tenant {slug!r}. Create it with: manage.py create_tenant {slug}"
             )
-        key, raw = api_key_create(tenant=tenant, name=name)
+        try:
+            key, raw = api_key_create(tenant=tenant, name=name)
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from exc
         self.stderr.write(f"API key {key.prefix} for tenant {slug}; store it now, it is not kept:")
         self.stdout.write(raw)

@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("runs", "0002_closed_triggers")]
+    dependencies = [("runs", "0003_run_status_expired")]
 
     operations = [
         migrations.SeparateDatabaseAndState(

@@ -1,0 +1,48 @@
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
+
+from tenants.models import Database, Tenant
+from tenants.services import tenant_delete
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete a tenant for good: revoke its keys (refused by every process within a second), "
+        "remove its tenant database and every run database (with -wal/-shm) from disk, then its "
+        "registry rows. Irreversible: pass --yes. A deletion that failed half-way is finished "
+        "by running the command again."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("slug", help="The tenant's slug.")
+        parser.add_argument(
+            "--yes", action="store_true", help="Confirm: delete the tenant and all its data."
+        )
+
+    def handle(self, *args: Any, slug: str, yes: bool, **options: Any) -> None:
+        tenant = Tenant.objects.select_related("database").filter(slug=slug).first()
+        if tenant is None:
+            raise CommandError(f"No tenant {slug!r}; list them in the admin or with dbstats.")
+        if not yes:
+            raise CommandError(
+                f"This deletes tenant {slug} ({tenant.pk}) with all its runs and files, "
+                f"irreversibly. Rerun with --yes: manage.py delete_tenant {slug} --yes"
+            )
+
+        def bar(databases: list[Database]) -> Any:
+            return tqdm(databases, unit="db", desc=f"delete {slug}", disable=None, file=self.stderr)
+
+        try:
+            deleted = tenant_delete(tenant=tenant, progress=bar)
+        except OSError as exc:
+            raise CommandError(
+                f"Could not remove a file of tenant {slug}: {exc}. Its keys are revoked already; "
+                "fix the cause (permissions, mount) and rerun: "
+                f"manage.py delete_tenant {slug} --yes"
+            ) from exc
+        self.stdout.write(
+            f"Deleted tenant {deleted.slug} ({deleted.tenant_id}): {deleted.databases} "
+            "database(s) and their files."
+        )

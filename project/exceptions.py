@@ -6,7 +6,8 @@ class ApplicationError(Exception):
 
     status = 400
     code = "bad_request"
-    headers: dict[str, str] = {}  # extra HTTP headers of the response, e.g. Retry-After
+    headers: dict[str, str] = {}  # extra HTTP headers of the response
+    retry_after: int | None = None  # seconds: sent as `Retry-After` (503, 429)
 
     def __init__(
         self,
@@ -14,6 +15,7 @@ class ApplicationError(Exception):
         *,
         code: str | None = None,
         status: int | None = None,
+        retry_after: int | None = None,
         **extra: object,
     ):
         super().__init__(message)
@@ -23,6 +25,10 @@ class ApplicationError(Exception):
             self.code = code
         if status is not None:
             self.status = status
+        if retry_after is not None:
+            self.retry_after = retry_after
+        if self.retry_after is not None:
+            self.headers = {**self.headers, "Retry-After": str(self.retry_after)}
 
 
 class BadRequest(ApplicationError):
@@ -55,3 +61,15 @@ class TooLarge(ApplicationError):
 class TooManyRequests(ApplicationError):
     status = 429
     code = "limit_reached"
+
+
+class Unavailable(ApplicationError):
+    """Retryable: the request made no change; try again after `Retry-After` seconds."""
+
+    status = 503
+    code = "unavailable"
+    retry_after = 1
+
+
+class DependencyUnavailable(Unavailable):
+    code = "dependency_unavailable"

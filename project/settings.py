@@ -142,6 +142,19 @@ TENANCY_ROLLOUT_BUSY_RETRY_S = float(os.environ.get("TENANCY_ROLLOUT_BUSY_RETRY_
 
 # --- Redis: leases, Celery broker, cache (unset = embedded mode) --------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Every Redis call of a request gives up after this long (503 `dependency_unavailable`).
+REDIS_SOCKET_TIMEOUT_S = float(os.environ.get("REDIS_SOCKET_TIMEOUT_S", "1"))
+
+# --- The run's single writer (runs/writer.py, runs/leases.py) -----------------------------------
+# A lease outlives a stalled holder by at most this long; then another may take over.
+RUN_LEASE_TTL_S = float(os.environ.get("RUN_LEASE_TTL_S", "5"))
+# A write waits at most this long for its run's writer (and the writer for the lease): 503 after.
+RUN_WRITE_WAIT_S = float(os.environ.get("RUN_WRITE_WAIT_S", "3"))
+# Writes of one run coalesced into one transaction, at most; and how long a leader lingers for more.
+RUN_WRITE_BATCH_MAX = _env_int("RUN_WRITE_BATCH_MAX", 256)
+RUN_WRITE_LINGER_MS = float(os.environ.get("RUN_WRITE_LINGER_MS", "0"))
+# Run databases: FULL makes a 2xx survive power loss (one fsync per group commit).
+RUN_SQLITE_SYNCHRONOUS = os.environ.get("RUN_SQLITE_SYNCHRONOUS", "FULL").upper()
 
 # https://docs.djangoproject.com/en/5.2/topics/cache/
 if REDIS_URL:

@@ -82,6 +82,8 @@ class RunInfo(RunScoped, models.Model):
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # The highest lease fencing token that has written; lower ones are refused (runs.writer).
+    fence = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:
         return "closed" if self.closed_at else "open"

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from ninja import Schema
 from pydantic import (
     AwareDatetime,
+    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -24,8 +25,12 @@ MAX_INT = 2_147_483_647
 MAX_SEQ = 9_223_372_036_854_775_807
 
 
-class Strict(Schema):
-    """A request body: unknown fields and every type coercion (`"1"` or `true` for 1) are 422."""
+class Strict(BaseModel):
+    """A request body: unknown fields and every type coercion (`"1"` or `true` for 1) are 422.
+
+    A plain pydantic model: ninja's `Schema` adds a wrap validator per instance for reading ORM
+    attributes, which request bodies never need and which cost ~90 us per event of a batch.
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True)
 

@@ -67,13 +67,18 @@ def _lru() -> "OrderedDict[str, TenancyWrapper]":
 
 
 def sqlite_settings(
-    path: Path, *, create: bool = False, max_bytes: int | None = None
+    path: Path,
+    *,
+    create: bool = False,
+    max_bytes: int | None = None,
+    synchronous: str | None = None,
 ) -> dict[str, Any]:
     """Return a complete Django database settings dict for one SQLite file.
 
     Unless `create` is true the file is opened with `mode=rw`, so a missing database is an error
     rather than a new empty file. `max_bytes` caps the file's growth (SQLite answers "database or
-    disk is full"), which is how per-run size limits cost nothing per write.
+    disk is full"), which is how per-run size limits cost nothing per write. `synchronous`
+    overrides `SQLITE_SYNCHRONOUS` for this file (run databases: `RUN_SQLITE_SYNCHRONOUS`).
     """
     name = path.as_uri() if create else f"{path.as_uri()}?mode=rw"
     options = dict(settings.SQLITE_OPTIONS)
@@ -81,6 +86,8 @@ def sqlite_settings(
     pragmas = f"PRAGMA cache_size=-{max(16, settings.SQLITE_CACHE_KIB)};"
     if max_bytes is not None:
         pragmas += f" PRAGMA max_page_count={max(1, max_bytes // SQLITE_PAGE_SIZE)};"
+    if synchronous is not None:
+        pragmas += f" PRAGMA synchronous={synchronous};"
     options["init_command"] = f"{options['init_command']} {pragmas}"
     return {
         "ENGINE": "django.db.backends.sqlite3",
@@ -380,6 +387,7 @@ def connection_for(
     create: bool = False,
     max_bytes: int | None = None,
     database: "Database | None" = None,
+    synchronous: str | None = None,
 ) -> BaseDatabaseWrapper:
     """Return this thread's connection wrapper for `alias`, opening a slot for it if needed.
 
@@ -392,7 +400,7 @@ def connection_for(
         lru.move_to_end(alias)
         return conn
     conn = TenancyWrapper(
-        sqlite_settings(path, create=create, max_bytes=max_bytes),
+        sqlite_settings(path, create=create, max_bytes=max_bytes, synchronous=synchronous),
         alias,
         path=path,
         database=database,

@@ -21,8 +21,7 @@ class SchemaMigrating(ApplicationError):
     code = "schema_migrating"
 
     def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after_s)}
+        super().__init__(message, retry_after=retry_after_s)
 
 
 class RolloutLocked(Exception):

@@ -8,6 +8,7 @@ fall back to `default` and write tenant rows into the control plane.
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
 
 from tenancy.connections import connection_for, touch
@@ -40,6 +41,7 @@ def bound_alias(scope: Scope) -> str:
                 absolute(run.database.path),
                 max_bytes=run.max_db_bytes,
                 database=run.database,
+                synchronous=settings.RUN_SQLITE_SYNCHRONOUS,
             )
             database_checked_at_open(alias=alias, database=run.database)
         return alias

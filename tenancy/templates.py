@@ -153,8 +153,9 @@ def copy_template(template: Path, destination: Path) -> None:
 
 
 def remove_database_files(path: Path) -> None:
-    """Remove a database file with its -wal, -shm and -fault (decision 0017) companions."""
-    for suffix in ("", "-wal", "-shm", "-fault"):
+    """Remove a database file with its -wal, -shm, -fault (decision 0017) and .lease (the
+    embedded run lease, decision 0029) companions."""
+    for suffix in ("", "-wal", "-shm", "-fault", ".lease"):
         path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 

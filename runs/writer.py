@@ -1,0 +1,225 @@
+"""The run's single writer: group commit under the run's lease, fenced in the database.
+
+Every write to a run database goes through `write(run, work)`. Within a process, callers of one
+run queue up; one of them (the leader) takes every queued write, holds the run's lease
+(`runs.leases`), and runs them all in ONE `BEGIN IMMEDIATE` transaction, each in its own
+savepoint, then wakes the callers. Across processes the lease serialises the leaders: exactly
+one holder writes a run at a time. Each caller is answered only after the transaction holding
+its write committed, so a 2xx means committed; a write that fails on its own (a conflict, an
+unknown seq) rolls back to its savepoint and does not disturb the others.
+
+The transaction first records the lease's fencing token in `runs_runinfo.fence` and refuses a
+token lower than the highest that has written; before COMMIT the lease is confirmed (and
+renewed). A holder that stalled past its TTL therefore cannot commit (`LeaseLost`), and nothing
+of its batch is in the database.
+
+Waits are bounded: a write that no leader took within `RUN_WRITE_WAIT_S` is withdrawn and
+answered 503 `run_busy` (it was never written); a lease not granted within the same bound is
+`run_busy` too; Redis down is `dependency_unavailable`. See docs/decisions/0029-group-commit.md.
+"""
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from django.conf import settings
+from django.db import DatabaseError, connections, router, transaction
+
+from project.exceptions import ApplicationError, TooLarge
+from runs.exceptions import LeaseLost, RunBusy, RunClosed
+from runs.leases import Lease, leases
+from tenancy import faults
+from tenancy.context import run_context
+from tenancy.paths import absolute
+
+if TYPE_CHECKING:
+    from runs.models import Run
+
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class _Job:
+    work: Callable[[], Any]
+    result: Any = None
+    error: BaseException | None = None
+    taken: bool = False  # in a leader's batch: it will be answered, no longer withdrawn
+    done: bool = False
+
+
+class _Queue:
+    """The writes of one run waiting in this process, and whether a leader is writing."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.pending: deque[_Job] = deque()
+        self.leading = False
+        self.users = 0
+
+
+_queues: dict[str, _Queue] = {}
+_queues_lock = threading.Lock()
+
+
+@contextmanager
+def _queue(run_id: str) -> Iterator[_Queue]:
+    with _queues_lock:
+        queue = _queues.setdefault(run_id, _Queue())
+        queue.users += 1
+    try:
+        yield queue
+    finally:
+        with _queues_lock:
+            queue.users -= 1
+            if queue.users == 0:
+                del _queues[run_id]
+
+
+def write(run: "Run", work: Callable[[], T]) -> T:
+    """Run `work()` in the run's next write transaction; return its result once committed.
+
+    `work` runs in another thread (the leader's) with the run bound; it may use the ORM on
+    run-scoped models. An `ApplicationError` it raises rolls back its own writes only and is
+    raised here; any other failure fails the whole transaction and is raised to every caller.
+    """
+    if not run.is_active:
+        raise RunClosed(f"Run {run.id} is {run.status}; it takes no more writes.")
+    job = _Job(work)
+    deadline = time.monotonic() + settings.RUN_WRITE_WAIT_S
+    with _queue(run.id) as queue:
+        with queue.cond:
+            queue.pending.append(job)
+        while True:
+            batch = _wait_or_lead(queue, job, deadline, run.id)
+            if batch is None:
+                break
+            try:
+                _commit(run, batch)
+            finally:
+                with queue.cond:
+                    queue.leading = False
+                    for member in batch:
+                        member.done = True
+                    queue.cond.notify_all()
+            if job.done:
+                break
+    if job.error is not None:
+        raise job.error
+    return job.result  # type: ignore[no-any-return]
+
+
+def _wait_or_lead(queue: _Queue, job: _Job, deadline: float, run_id: str) -> list[_Job] | None:
+    """Wait until `job` is answered (None) or this thread is to lead (the batch to write)."""
+    with queue.cond:
+        while not job.done and queue.leading:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and not job.taken:
+                queue.pending.remove(job)
+                raise RunBusy(
+                    f"Run {run_id} is busy: this write waited "
+                    f"{settings.RUN_WRITE_WAIT_S:g} s for its writer and was not made. Retry.",
+                    retry_after=1,
+                )
+            # A taken job is answered when its batch ends, which the lease wait and SQLite's
+            # busy timeout bound; poll anyway so a lost wake-up cannot hang a request.
+            queue.cond.wait(remaining if not job.taken and remaining > 0 else 0.5)
+        if job.done:
+            return None
+        queue.leading = True
+        linger = settings.RUN_WRITE_LINGER_MS / 1000
+        if linger > 0 and len(queue.pending) < settings.RUN_WRITE_BATCH_MAX:
+            queue.cond.wait(linger)  # let a few more writes join this transaction
+        size = min(len(queue.pending), settings.RUN_WRITE_BATCH_MAX)
+        batch = [queue.pending.popleft() for _ in range(size)]
+        for member in batch:
+            member.taken = True
+        return batch
+
+
+def _commit(run: "Run", batch: list[_Job]) -> None:
+    """Write `batch` in one transaction under the run's lease; record each job's outcome."""
+    path = absolute(run.database.path)
+    try:
+        with (
+            leases().hold(run.id, path=path, wait_s=settings.RUN_WRITE_WAIT_S) as lease,
+            run_context(run),
+        ):
+            alias = router.db_for_write(_run_info())
+            try:
+                with transaction.atomic(using=alias):
+                    _fence(alias, run, lease)
+                    for job in batch:
+                        try:
+                            with transaction.atomic(using=alias):
+                                job.result = job.work()
+                        except ApplicationError as exc:
+                            job.error = exc
+                    if not lease.confirm():
+                        raise LeaseLost(
+                            f"The lease on run {run.id} expired before its writes committed "
+                            "(the writer stalled); nothing was written. Retry.",
+                            retry_after=0,
+                        )
+            except DatabaseError as exc:
+                translated = _translated(run, exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
+    except Exception as exc:
+        for job in batch:
+            job.result = None
+            if not isinstance(job.error, ApplicationError):
+                job.error = exc
+
+
+def _run_info() -> Any:
+    from runs.models import RunInfo
+
+    return RunInfo
+
+
+def _fence(alias: str, run: "Run", lease: Lease) -> None:
+    """Record the lease's token as the highest that has written, or refuse a lower one."""
+    with connections[alias].cursor() as cursor:
+        if lease.token is None:  # embedded: the OS lock cannot be lost while held
+            cursor.execute("UPDATE runs_runinfo SET fence = fence + 1 WHERE id = 1")
+            return
+        cursor.execute(
+            "UPDATE runs_runinfo SET fence = %s WHERE id = 1 AND fence <= %s",
+            [lease.token, lease.token],
+        )
+        if cursor.rowcount == 1:
+            return
+        cursor.execute("SELECT fence FROM runs_runinfo WHERE id = 1")
+        (highest,) = cursor.fetchone()
+        if not lease.confirm():
+            raise LeaseLost(
+                f"Run {run.id} was written by a newer lease holder (token {highest} > "
+                f"{lease.token}); this writer was fenced off and wrote nothing. Retry.",
+                retry_after=0,
+            )
+        # Still ours, yet the database saw a higher token: Redis lost its counters (restarted
+        # empty). Move the counter past the database's and write with that.
+        lease.token = leases().raise_fence(run.id, above=int(highest))
+        cursor.execute("UPDATE runs_runinfo SET fence = %s WHERE id = 1", [lease.token])
+
+
+def _translated(run: "Run", exc: DatabaseError) -> Exception:
+    """Map SQLite's verdict (its result code, never the message) to the API's errors."""
+    if faults.is_trigger_abort(exc):  # the closed-run triggers (decision 0009)
+        return RunClosed(f"Run {run.id} was completed; it takes no more writes.")
+    if faults.is_full(exc):  # max_page_count (decision 0010)
+        return TooLarge(
+            f"Run {run.id}'s database reached its limit of {run.max_db_bytes} bytes.",
+            code="run_database_full",
+        )
+    if faults.is_busy(exc):
+        return RunBusy(
+            f"Run {run.id}'s database stayed locked past the busy timeout; nothing was written.",
+            retry_after=1,
+        )
+    return exc

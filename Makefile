@@ -41,6 +41,7 @@ fmt: $(STAMP)
 
 ## Every benchmark, merged into one JSON object (bench/provision.py, bench/http.py).
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } >/dev/null
 	@$(BIN)/python bench/all.py
 
 ## A Celery worker (needs REDIS_URL).

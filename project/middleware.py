@@ -18,8 +18,8 @@ from http import HTTPStatus
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from project.errors import error_response
+from project.exceptions import ApplicationError
 from tenancy import faults
-from tenancy.exceptions import ConnectionsExhausted, DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +102,12 @@ class FailSafeMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
-        if isinstance(exc, DatabaseUnavailable | ConnectionsExhausted):
-            return error_response(exc.status, exc.code, exc.message, **exc.extra)
+        if isinstance(exc, ApplicationError) and exc.status == 503:
+            # Unavailable databases, quarantine, migrations, busy runs: retryable, never a 500.
+            response = error_response(exc.status, exc.code, exc.message, **exc.extra)
+            for header, value in exc.headers.items():
+                response[header] = value
+            return response
         if faults.descriptors_exhausted(exc):
             logger.error("out of file descriptors: %s", exc)
             return error_response(503, "unavailable", "The server is out of file descriptors.")

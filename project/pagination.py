@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 from django.conf import settings
-from django.db.models import F, Model, QuerySet, Value
+from django.db.models import F, Func, IntegerField, Model, QuerySet, Value
 from django.db.models.functions import Coalesce, Length
 
 from project import strictjson
@@ -45,14 +45,22 @@ def json_size(value: Any) -> int:
 
 
 def with_json_bytes(rows: "QuerySet[M]", *columns: str) -> "QuerySet[M]":
-    """Annotate each row with `json_bytes`: the stored size of its JSON `columns`.
+    """Annotate each row with `json_bytes`: an upper bound of its JSON `columns` as answered.
 
-    Django stores JSONField values as `json.dumps` text (ASCII, escapes included), the same
-    encoding the API answers with, so the stored length is what the item adds to a page.
+    The API answers with `json.dumps` (ASCII: a non-ASCII character becomes a 6- or 12-byte
+    escape), while values may be stored either escaped (the ORM) or as UTF-8 (event payloads,
+    `runs.services.events_append`). With `b` the stored UTF-8 bytes and `c` the characters,
+    `b + 4 * (b - c)` bounds the answer for both: an ASCII character costs 1, and a 2-, 3- or
+    4-byte character at least its 6 or 12 escaped bytes.
     """
     total: Any = Value(0)
     for column in columns:
-        total = total + Coalesce(Length(F(column)), Value(0))
+        stored_bytes = Func(
+            F(column), template="LENGTH(CAST(%(expressions)s AS BLOB))", output_field=IntegerField()
+        )
+        characters = Length(F(column))
+        bound = stored_bytes + Value(4) * (stored_bytes - characters)
+        total = total + Coalesce(bound, Value(0))
     return cast("QuerySet[M]", rows.annotate(json_bytes=total))
 
 

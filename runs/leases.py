@@ -31,18 +31,19 @@ from runs.exceptions import RunBusy
 POLL_S = 0.001
 
 
-def _always() -> bool:
+def _always(*, ask: bool = False) -> bool:
     return True
 
 
 @dataclass
 class Lease:
     """A held lease. `token` is the fencing token (None: take the database's next one);
-    `confirm()` renews the TTL and tells whether the lease is still this holder's."""
+    `confirm()` renews the TTL and tells whether the lease is still this holder's (`ask=True`:
+    always ask the lease's store, never the local clock)."""
 
     run_id: str
     token: int | None
-    confirm: Callable[[], bool] = _always
+    confirm: Callable[..., bool] = _always
 
 
 class Leases(Protocol):
@@ -68,15 +69,18 @@ class FencedLock(redis.lock.Lock):
 
     def do_acquire(self, token: str) -> bool:
         assert self.timeout is not None
+        # Stamped before the request: a holder that stalls before reading the reply must not
+        # believe its lease younger than it is (`confirm` trusts this clock).
+        sent_at = time.monotonic()
         fence = self._acquire_script(
             keys=[self.name, _fence_key_of(self.name)], args=[token, int(self.timeout * 1000)]
         )
         if not fence:
             return False
-        self.fence, self.acquired_at = int(fence), time.monotonic()
+        self.fence, self.acquired_at = int(fence), sent_at
         return True
 
-    def confirm(self) -> bool:
+    def confirm(self, *, ask: bool = False) -> bool:
         """Tell whether the lease is still this holder's, renewing its TTL when half is gone.
 
         Within half the TTL of acquiring or renewing (measured on the monotonic clock, which
@@ -84,7 +88,8 @@ class FencedLock(redis.lock.Lock):
         no round trip is needed; past it, `reacquire` renews it or reports it lost.
         """
         assert self.timeout is not None
-        if time.monotonic() - self.acquired_at < self.timeout / 2:
+        sent_at = time.monotonic()
+        if not ask and sent_at - self.acquired_at < self.timeout / 2:
             return True
         try:
             self.reacquire()
@@ -92,7 +97,7 @@ class FencedLock(redis.lock.Lock):
             return False
         except redis.RedisError as exc:
             raise _unreachable(exc) from exc
-        self.acquired_at = time.monotonic()
+        self.acquired_at = sent_at
         return True
 
 

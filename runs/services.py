@@ -12,6 +12,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +23,14 @@ from django.db import DatabaseError, connections, router
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from project.exceptions import Conflict, InvalidInput, NotFound, TooLarge, TooManyRequests
+from project.exceptions import (
+    ApplicationError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    TooManyRequests,
+)
 from project.limits import check_json_size
 from runs import writer
 from runs.exceptions import RunClosed, StaleVersion
@@ -41,7 +49,7 @@ from runs.models import (
 from runs.selectors import run_forget
 from tenancy import faults
 from tenancy.context import run_context
-from tenancy.exceptions import DatabaseUnavailable
+from tenancy.exceptions import DatabaseQuarantined, DatabaseUnavailable
 from tenancy.ids import new_id
 from tenancy.paths import absolute, run_db_relpath
 from tenancy.provisioning import database_provisioned
@@ -275,10 +283,12 @@ def run_complete(*, run: Run, status: str, summary: Any = None) -> Run:
     now = timezone.now()
     try:
         tool_calls, events, version = _close_run_database(run, now)
-    except (DatabaseUnavailable, DatabaseError) as exc:
+    except (DatabaseUnavailable, DatabaseQuarantined, DatabaseError) as exc:
         if status != Run.Status.FAILED or not _is_database_fault(exc):
             raise
-        return _fail_without_database(run=run, summary=summary, now=now, exc=exc)
+        return _end_without_database(
+            run=run, status=Run.Status.FAILED, summary=summary, now=now, exc=exc
+        )
     size = os.stat(absolute(run.database.path)).st_size
     return _finish(
         run,
@@ -299,18 +309,20 @@ def _close_run_database(run: Run, now: datetime) -> tuple[int, int, int]:
 
 
 def _is_database_fault(exc: Exception) -> bool:
-    return isinstance(exc, DatabaseUnavailable) or faults.classify(exc) is not None
+    """A missing, damaged or quarantined database: the run can only end in the control plane."""
+    if isinstance(exc, DatabaseUnavailable | DatabaseQuarantined):
+        return True
+    return faults.classify(exc) is not None
 
 
-def _fail_without_database(*, run: Run, summary: Any, now: datetime, exc: Exception) -> Run:
-    """Mark the run failed in the control plane only; its counts stay unknown (null)."""
-    reason = exc.message if isinstance(exc, DatabaseUnavailable) else str(exc)
-    Database.objects.filter(pk=run.database_id).update(
-        last_error=f"{now.isoformat(timespec='seconds')} run failed without its database: {reason}"[
-            :2000
-        ]
-    )
-    return _finish(run, status=Run.Status.FAILED, finished_at=now, summary=summary)
+def _end_without_database(
+    *, run: Run, status: str, summary: Any, now: datetime, exc: Exception
+) -> Run:
+    """End the run in the control plane only; its counts stay unknown (null)."""
+    reason = exc.message if isinstance(exc, ApplicationError) else str(exc)
+    note = f"{now.isoformat(timespec='seconds')} run {status} without its database: {reason}"
+    Database.objects.filter(pk=run.database_id).update(last_error=note[:2000])
+    return _finish(run, status=status, finished_at=now, summary=summary)
 
 
 def _finish(run: Run, **fields: Any) -> Run:
@@ -388,7 +400,18 @@ def runs_expire_idle(
         try:
             if run_expire(run=run, now=now, timeout_s=timeout):
                 expired.append(run.id)
-        except (DatabaseError, OSError):
+        except (DatabaseUnavailable, DatabaseQuarantined, DatabaseError, OSError) as exc:
+            if not isinstance(exc, OSError) and _is_database_fault(exc):
+                # Idle, and its database is gone or damaged: it ends in the control plane only.
+                with suppress(RunClosed):  # ended by another process meanwhile
+                    _end_without_database(
+                        run=run, status=Run.Status.EXPIRED, summary=None, now=now, exc=exc
+                    )
+                    expired.append(run.id)
+                continue
+            logger.exception("run %s could not be expired; trying again next time", run.id)
+            errors.append(run.id)
+        except ApplicationError:  # busy, Redis down, lease lost: retryable
             logger.exception("run %s could not be expired; trying again next time", run.id)
             errors.append(run.id)
     return ExpiryResult(checked=checked, expired=expired, errors=errors)

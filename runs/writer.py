@@ -15,9 +15,11 @@ of its batch is in the database.
 
 Waits are bounded: a write that no leader took within `RUN_WRITE_WAIT_S` is withdrawn and
 answered 503 `run_busy` (it was never written); a lease not granted within the same bound is
-`run_busy` too; Redis down is `dependency_unavailable`. See docs/decisions/0029-group-commit.md.
+`run_busy` too; Redis down is `dependency_unavailable`. See
+docs/decisions/0029-single-writer-group-commit.md.
 """
 
+import copy
 import threading
 import time
 from collections import deque
@@ -48,6 +50,7 @@ class _Job:
     result: Any = None
     error: BaseException | None = None
     taken: bool = False  # in a leader's batch: it will be answered, no longer withdrawn
+    committed: bool = False  # its transaction committed (set by the leader)
     done: bool = False
 
 
@@ -98,7 +101,7 @@ def write(run: "Run", work: Callable[[], T]) -> T:
             if batch is None:
                 break
             try:
-                _commit(run, batch)
+                _commit(run, batch, deadline)
             finally:
                 with queue.cond:
                     queue.leading = False
@@ -108,7 +111,13 @@ def write(run: "Run", work: Callable[[], T]) -> T:
             if job.done:
                 break
     if job.error is not None:
-        raise job.error
+        # A copy: one batch error is raised in many threads, each growing its traceback.
+        raise copy.copy(job.error) from job.error.__cause__
+    if not job.committed:  # the leader was interrupted (BaseException) before an outcome
+        raise RunBusy(
+            f"The writer of run {run.id} was interrupted; retry (with the same idempotency key).",
+            retry_after=1,
+        )
     return job.result  # type: ignore[no-any-return]
 
 
@@ -140,24 +149,22 @@ def _wait_or_lead(queue: _Queue, job: _Job, deadline: float, run_id: str) -> lis
         return batch
 
 
-def _commit(run: "Run", batch: list[_Job]) -> None:
-    """Write `batch` in one transaction under the run's lease; record each job's outcome."""
+def _commit(run: "Run", batch: list[_Job], deadline: float) -> None:
+    """Write `batch` in one transaction under the run's lease; record each job's outcome.
+
+    The lease is waited for until the leader's own deadline (at least a moment), so a write's
+    whole wait is bounded by `RUN_WRITE_WAIT_S` plus SQLite's busy timeout at BEGIN.
+    """
     path = absolute(run.database.path)
+    wait_s = max(0.05, deadline - time.monotonic())
     try:
-        with (
-            leases().hold(run.id, path=path, wait_s=settings.RUN_WRITE_WAIT_S) as lease,
-            run_context(run),
-        ):
+        with leases().hold(run.id, path=path, wait_s=wait_s) as lease, run_context(run):
             alias = router.db_for_write(_run_info())
             try:
                 with transaction.atomic(using=alias):
                     _fence(alias, run, lease)
                     for job in batch:
-                        try:
-                            with transaction.atomic(using=alias):
-                                job.result = job.work()
-                        except ApplicationError as exc:
-                            job.error = exc
+                        _run_job(run, alias, job)
                     if not lease.confirm():
                         raise LeaseLost(
                             f"The lease on run {run.id} expired before its writes committed "
@@ -169,11 +176,37 @@ def _commit(run: "Run", batch: list[_Job]) -> None:
                 if translated is exc:
                     raise
                 raise translated from exc
+            # The file may have been deleted or replaced between the check before BEGIN and the
+            # COMMIT: then the commit went to a file that is no longer the registered one.
+            verify = getattr(connections[alias], "verify", None)
+            if verify is not None:
+                verify()
     except Exception as exc:
         for job in batch:
             job.result = None
             if not isinstance(job.error, ApplicationError):
                 job.error = exc
+        return
+    for job in batch:
+        job.committed = job.error is None
+
+
+def _run_job(run: "Run", alias: str, job: _Job) -> None:
+    """Run one job in its own savepoint; a failure of its own rolls back only its writes."""
+    try:
+        with transaction.atomic(using=alias):
+            job.result = job.work()
+    except ApplicationError as exc:
+        job.error = exc
+    except DatabaseError as exc:
+        connection = connections[alias]
+        raw = connection.connection
+        if connection.needs_rollback or raw is None or not raw.in_transaction:
+            raise  # SQLite rolled the whole transaction back: the batch fails
+        translated = _translated(run, exc)  # the closed-run triggers, the size limit
+        if translated is exc:
+            raise
+        job.result, job.error = None, translated
 
 
 def _run_info() -> Any:
@@ -196,7 +229,7 @@ def _fence(alias: str, run: "Run", lease: Lease) -> None:
             return
         cursor.execute("SELECT fence FROM runs_runinfo WHERE id = 1")
         (highest,) = cursor.fetchone()
-        if not lease.confirm():
+        if not lease.confirm(ask=True):  # a real round trip before trusting our own token
             raise LeaseLost(
                 f"Run {run.id} was written by a newer lease holder (token {highest} > "
                 f"{lease.token}); this writer was fenced off and wrote nothing. Retry.",

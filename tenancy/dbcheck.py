@@ -25,6 +25,7 @@ from typing import Any
 
 from django.conf import settings
 
+from tenancy import faults
 from tenancy.paths import absolute
 from tenancy.templates import Node, code_migrations, remove_database_files
 from tenants.models import Database
@@ -125,6 +126,14 @@ def databases_checked(
             try:
                 problems, applied = _inspect(path, deep=deep)
             except sqlite3.Error as exc:
+                if faults.classify(exc) is not faults.Fault.DAMAGED:
+                    # Busy, locked, out of descriptors, unreadable for now: not damage.
+                    report.findings.append(
+                        Finding("unreadable", relpath, f"{type(exc).__name__}: {exc}")
+                    )
+                    if on_progress:
+                        on_progress(1)
+                    continue
                 problems, applied = [f"{type(exc).__name__}: {exc}"], code
             if problems:
                 detail = "; ".join(problems)[:1000]

@@ -74,19 +74,19 @@ def sqlite_code(exc: BaseException | None) -> int | None:
     return None if error is None else getattr(error, "sqlite_errorcode", None)
 
 
-def _primary(exc: BaseException | None) -> int | None:
+def primary_code(exc: BaseException | None) -> int | None:
     code = sqlite_code(exc)
     return None if code is None else code & 0xFF
 
 
 def is_busy(exc: BaseException) -> bool:
     """Another connection holds the lock past the busy timeout: retry later."""
-    return _primary(exc) in (SQLITE_BUSY, SQLITE_LOCKED)
+    return primary_code(exc) in (SQLITE_BUSY, SQLITE_LOCKED)
 
 
 def is_full(exc: BaseException) -> bool:
     """The database reached `max_page_count` (the per-run size limit) or the disk is full."""
-    return _primary(exc) == SQLITE_FULL
+    return primary_code(exc) == SQLITE_FULL
 
 
 def is_trigger_abort(exc: BaseException) -> bool:
@@ -159,7 +159,7 @@ def check_header(path: Path, size: int) -> str | None:
     try:
         conn.execute("PRAGMA schema_version").fetchone()
     except sqlite3.DatabaseError as exc:
-        if _primary(exc) in (SQLITE_NOTADB, SQLITE_CORRUPT):
+        if primary_code(exc) in (SQLITE_NOTADB, SQLITE_CORRUPT):
             return f"is not a SQLite database (no SQLite header; {size} bytes)"
         if descriptors_exhausted(exc):
             raise exhausted("reading a database header") from exc

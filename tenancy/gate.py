@@ -14,11 +14,13 @@ A database is therefore never served by code that expects another schema (decisi
 
 import logging
 
+import redis
 from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
-from project.errors import is_sqlite_busy
+from project.exceptions import ApplicationError
+from tenancy import faults
 from tenancy.connections import release
 from tenancy.exceptions import DatabaseQuarantined, RolloutLocked, SchemaMigrating
 from tenancy.paths import absolute
@@ -62,6 +64,24 @@ def _check(alias: str, database: Database) -> None:
     _migrate_on_open(database)
 
 
+# SQLite result codes that say "this process or this disk, now", not "this migration".
+_TRANSIENT_SQLITE = (
+    faults.SQLITE_BUSY,
+    faults.SQLITE_LOCKED,
+    faults.SQLITE_NOMEM,
+    faults.SQLITE_IOERR,
+    faults.SQLITE_FULL,
+    faults.SQLITE_CANTOPEN,
+)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Tell whether a failed migrate-on-open may succeed later unchanged (never quarantine)."""
+    if isinstance(exc, redis.RedisError | ApplicationError | OSError):
+        return True  # Redis (the rollout lock), a 503 of ours (descriptors), the disk
+    return faults.descriptors_exhausted(exc) or faults.primary_code(exc) in _TRANSIENT_SQLITE
+
+
 def _migrate_on_open(database: Database) -> None:
     retry_after = settings.TENANCY_SCHEMA_RETRY_AFTER_S
     busy = SchemaMigrating(
@@ -80,7 +100,10 @@ def _migrate_on_open(database: Database) -> None:
     except RolloutLocked:
         raise busy from None
     except Exception as exc:
-        if is_sqlite_busy(exc):
+        if _transient(exc):
+            logger.warning(
+                "migrating %s on open failed for now (%r); retry later", database.path, exc
+            )
             raise busy from exc
         logger.exception("migrating %s on open failed; quarantined", database.path)
         error = f"migrate on open: {type(exc).__name__}: {exc}"

@@ -52,7 +52,11 @@ def _redis_lock(holder: str, wait_s: float) -> Iterator[Callable[[], None]]:
     import redis
     from redis.exceptions import LockError
 
-    client = redis.Redis.from_url(settings.REDIS_URL)
+    client = redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
+    )
     name = f"agentdb:rollout:{settings.HOME_NODE}"
     ttl = settings.TENANCY_ROLLOUT_LOCK_TTL_S
     lock = client.lock(name, timeout=ttl, blocking_timeout=wait_s, thread_local=False)

@@ -110,6 +110,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return obj is None and super().has_change_permission(request, obj)
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Deleting would skip revocation (every process's memo must drop the key): revoke.
+        return False
+
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         key, raw = api_key_create(tenant=obj.tenant, name=obj.name)
         obj.pk, obj.prefix, obj.key_hash = key.pk, key.prefix, key.key_hash

@@ -283,6 +283,16 @@ def test_tool_call_and_event_pages_stop_at_the_byte_budget(api, run_id, settings
     one_each, pages = walk(api, f"{base}/tool-calls?limit=1000", "after")
     assert len(one_each) == len(pages) == 12
 
+    # Event payloads are stored as UTF-8 (2 bytes for "é") but answered escaped (6 bytes).
+    settings.API_MAX_PAGE_BYTES = 1 << 20
+    events = {"events": [{"kind": "u", "payload": "é" * 3000} for _ in range(12)]}
+    response = send(api.client, api.key, "POST", f"{base}/events", json.dumps(events))
+    assert response.status_code == 201
+    settings.API_MAX_PAGE_BYTES = 50_000
+    got, event_pages = walk(api, f"{base}/events?limit=1000&after=12", "after")
+    assert [e["payload"] for e in got] == ["é" * 3000] * 12
+    assert len(event_pages) >= 5 and max(event_pages) <= 50_000
+
 
 def test_memory_and_run_pages_stop_at_the_byte_budget(api, settings):
     for i in range(10):

@@ -16,6 +16,7 @@ from runs.services import run_last_write, runs_expire_idle
 from runs.tasks import runs_expire_idle as expire_task
 from tenancy import connections as tenant_connections
 from tenancy.paths import absolute
+from tenants.models import Database
 
 pytestmark = pytest.mark.django_db
 
@@ -119,3 +120,30 @@ def test_celery_beat_schedules_the_registered_expiry_task(settings):
     entry = app.conf.beat_schedule["expire-idle-runs"]
     assert entry["task"] in app.tasks and app.tasks[entry["task"]].run is expire_task.run
     assert entry["schedule"] == float(settings.RUN_EXPIRE_EVERY_S)
+
+
+def test_idle_runs_with_a_missing_or_quarantined_database_still_expire(post, api, tenant):
+    gone, quarantined, healthy = (post("/api/v1/runs", {}).json()["id"] for _ in range(3))
+    for run_id in (gone, quarantined, healthy):
+        age(run_id, DAY + 60)
+    path = absolute(Run.objects.select_related("database").get(id=gone).database.path)
+    path.unlink()
+    Database.objects.filter(run_owner__id=quarantined).update(state="quarantined")
+
+    # The broken runs are ended in the control plane only; none of them stops the others.
+    result = runs_expire_idle()
+    assert sorted(result.expired) == sorted([gone, quarantined, healthy]) and not result.errors
+    statuses = dict(Run.objects.filter(tenant=tenant).values_list("id", "status"))
+    assert statuses == {gone: "expired", quarantined: "expired", healthy: "expired"}
+
+
+def test_a_quarantined_run_can_be_completed_as_failed(post, api):
+    run_id = post("/api/v1/runs", {}).json()["id"]
+    tenant_connections.close_all()
+    Database.objects.filter(run_owner__id=run_id).update(state="quarantined")
+    refused = post(f"/api/v1/runs/{run_id}/complete", {"status": "succeeded"})
+    assert refused.status_code == 503
+    failed = post(f"/api/v1/runs/{run_id}/complete", {"status": "failed"})
+    assert failed.status_code == 200, failed.content
+    assert failed.json()["status"] == "failed"
+    assert post("/api/v1/runs", {}).status_code == 201

@@ -144,3 +144,12 @@ def test_services_refuse_names_the_column_cannot_hold(tenant):
     with pytest.raises(InvalidInput, match="at most 100 characters"):
         api_key_create(tenant=tenant, name="k" * 101)
     assert not Tenant.objects.exclude(pk=tenant.pk).exists() and not ApiKey.objects.exists()
+
+
+def test_api_keys_cannot_be_deleted_in_the_admin_only_revoked(admin_client, tenant):
+    from tenants.services import api_key_create
+
+    key, _ = api_key_create(tenant=tenant)
+    assert admin_client.get(f"/admin/tenants/apikey/{key.pk}/delete/").status_code == 403
+    listing = admin_client.get("/admin/tenants/apikey/").content.decode()
+    assert "delete_selected" not in listing and "revoke" in listing

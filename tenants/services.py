@@ -24,7 +24,7 @@ from project.memo import Memo
 from tenancy import connections
 from tenancy.context import tenant_context
 from tenancy.ids import new_id
-from tenancy.paths import absolute, run_alias, tenant_alias, tenant_db_relpath
+from tenancy.paths import absolute, restored_dir, run_alias, tenant_alias, tenant_db_relpath
 from tenancy.provisioning import database_provisioned
 from tenancy.rows import insert_row
 from tenancy.scopes import Scope
@@ -176,6 +176,9 @@ def tenant_delete(
         shutil.rmtree(directory)
     for kind in ("archives", "artifacts"):
         _delete_tree(storages[kind], tenant.pk)
+    # Read-only copies of its archived runs restored for reading (tenancy.restored).
+    for sha256 in tenant.runs.exclude(archive_sha256="").values_list("archive_sha256", flat=True):
+        (restored_dir() / f"{sha256}.sqlite3").unlink(missing_ok=True)
     with transaction.atomic(using="default"):
         Tenant.objects.filter(pk=tenant.pk).delete()  # cascades to its keys and runs
         removed, _ = Database.objects.filter(path__startswith=_tenant_prefix(tenant.pk)).delete()

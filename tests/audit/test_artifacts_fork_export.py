@@ -101,6 +101,7 @@ def _delete_leaves_nothing(api, data_dir, tenant_id: str) -> None:
     assert not (data_dir / "tenants" / tenant_id).exists()
     for kind in ("archives", "artifacts"):
         assert not (data_dir / kind / tenant_id).exists()
+    assert not list((data_dir / "restored").glob("*.sqlite3"))
     assert api.get("/api/v1/runs").status_code == 401
 
 
@@ -110,6 +111,8 @@ def test_delete_tenant_removes_files_objects_and_keys(
     put_bytes(f"/api/v1/runs/{busy_run}/artifacts/a.txt", b"hello")
     post(f"/api/v1/runs/{busy_run}/complete", {"status": "succeeded"})
     assert list((data_dir / "archives" / tenant.id).rglob("*.sqlite3"))
+    assert api.get(f"/api/v1/runs/{busy_run}/tool-calls").status_code == 200  # a restored copy
+    assert list((data_dir / "restored").glob("*.sqlite3"))
     export = tmp_path / "final.tar"
     call_command("delete_tenant", "acme", "--yes", "--archive", str(export))
     _delete_leaves_nothing(api, data_dir, tenant.id)

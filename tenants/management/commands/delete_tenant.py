@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ class Command(BaseCommand):
         def bar(databases: list[Database]) -> Any:
             return tqdm(databases, unit="db", desc=f"delete {slug}", disable=None, file=self.stderr)
 
-        keep = None
+        keep: Callable[[Tenant], None] | None = None
         if archive:
             destination = Path(archive).resolve()
             if destination.is_relative_to(Path(settings.DATA_DIR).resolve()):
@@ -53,8 +54,10 @@ class Command(BaseCommand):
             if destination.exists():
                 raise CommandError(f"--archive {archive} exists; choose another file.")
 
-            def keep(tenant: Tenant) -> None:
+            def export(tenant: Tenant) -> None:
                 tenant_export(tenant=tenant, destination=destination, with_runs=True)
+
+            keep = export
 
         try:
             deleted = tenant_delete(tenant=tenant, progress=bar, keep=keep)

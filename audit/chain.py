@@ -13,6 +13,7 @@ the log rebuilds the very rows and `audit.verify` compares them byte for byte:
 """
 
 import hashlib
+from datetime import datetime
 from typing import Any
 
 import pydantic_core
@@ -74,7 +75,9 @@ def run_append_row(kind: str, table: str, pk: str, value: Any) -> None:
     with connections[alias].cursor() as cursor:
         cursor.execute(f'SELECT * FROM "{table}" WHERE "{pk}" = %s', [value])
         names = [column[0] for column in cursor.description]
-        row = dict(zip(names, cursor.fetchone(), strict=True))
+        # Django's SQLite connection parses datetime columns; str() gives back the stored text.
+        values = [str(v) if isinstance(v, datetime) else v for v in cursor.fetchone()]
+        row = dict(zip(names, values, strict=True))
     _append(alias, RUN_TABLE, kind, encode({"table": table, "pk": pk, "row": row}))
 
 

@@ -12,8 +12,7 @@ def archiving(settings, monkeypatch) -> None:
     from project.celery import app
 
     settings.ARCHIVE_ON_COMPLETE = True
-    monkeypatch.setattr(app.conf, "task_always_eager", True)
-    monkeypatch.setattr(app.conf, "task_eager_propagates", True)
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
 
 
 @pytest.fixture
@@ -66,6 +65,7 @@ def busy_run(post) -> str:
 def s3(settings) -> Iterator[str]:
     """A real S3-protocol server (moto) on loopback; both storages point at its bucket."""
     import boto3
+    import requests
     from moto.server import ThreadedMotoServer
 
     from tests.processes import free_port
@@ -74,6 +74,8 @@ def s3(settings) -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
+    # moto keeps its state per process, across servers: start from an empty one.
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
     options = {
         "bucket_name": "agentdb-test",
         "endpoint_url": endpoint,

@@ -78,9 +78,9 @@ def test_verify_names_a_deleted_event_row(busy_run):
 
 def test_verify_names_a_changed_audit_entry(busy_run):
     path = _path(busy_run)
-    (body,) = sql(path, "SELECT body FROM audit_runentry WHERE seq = 2")[0]
-    sql(path, "UPDATE audit_runentry SET body = ? WHERE seq = 2", body.replace("x1", "y1"))
-    assert verify_file(path).problems[0][0] == "audit entry 2"
+    (body,) = sql(path, "SELECT body FROM audit_runentry WHERE seq = 1")[0]
+    sql(path, "UPDATE audit_runentry SET body = ? WHERE seq = 1", body.replace("x1", "y1"))
+    assert verify_file(path).problems[0][0] == "audit entry 1"
 
 
 def test_verify_names_an_added_row(busy_run):

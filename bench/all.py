@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["provision.py", "http.py", "revocation.py", "hot_run.py"]
+BENCHES = ["provision.py", "http.py", "revocation.py", "hot_run.py", "archive.py"]
 
 
 def main() -> None:

@@ -12,7 +12,9 @@ cores) drives one run at a time, each case for `--seconds`, and prints one JSON 
   `naive_posts_per_s_c64` (RUN_WRITE_BATCH_MAX=1: take the lease, write one row, commit,
   release, per request: the same lease and wait strategy without group commit);
 - `single_posts_per_s_c64_full` / `_normal`: run databases at `synchronous=FULL` (the default)
-  and NORMAL.
+  and NORMAL;
+- `batch_events_per_s_no_audit`: the batch case with the audit trail off (`AUDIT_RUNS=0`), to
+  read the trail's cost beside `batch_events_per_s` (target: at most 10%).
 
 Usage: .venv/bin/python bench/hot_run.py [--seconds 10] [--batch 1000]. Needs `wrk` (Debian:
 apt-get install wrk; `make bench` installs it) and Redis (REDIS_URL, default db 9 on loopback).
@@ -203,6 +205,8 @@ def main() -> None:
             ("full", {"RUN_SQLITE_SYNCHRONOUS": "FULL"}, product_cases, ""),
             ("normal", {"RUN_SQLITE_SYNCHRONOUS": "NORMAL"}, [("single", 64)], "_normal"),
             ("naive", {"RUN_WRITE_BATCH_MAX": "1"}, [("single", 64)], "_naive"),
+            # The audit trail's cost: the same batches with AUDIT_RUNS off (benchmarks only).
+            ("noaudit", {"AUDIT_RUNS": "0"}, [("batch", 16)], "_no_audit"),
         ):
             server = Server(tmp, name, runs=len(cases), **extra)
             try:
@@ -219,6 +223,8 @@ def main() -> None:
         / out["naive_posts_per_s_c64"],
         "ratio_full_to_normal_c64": out["single_posts_per_s_c64_full"]
         / out["single_posts_per_s_c64_normal"],
+        "ratio_batch_audit_to_no_audit": out["batch_events_per_s"]
+        / out["batch_events_per_s_no_audit"],
     }
     out.update({k: round(v, 3) for k, v in ratios.items()})  # type: ignore[arg-type]
     print(json.dumps(out, indent=2))

@@ -153,8 +153,10 @@ def _internal(request: HttpRequest, exc: Exception) -> HttpResponse:
     return error_response(500, "internal_error", "Internal error (logged).")
 
 
+from audit.api import router as audit_router  # noqa: E402
 from memory.api import router as memory_router  # noqa: E402
 from runs.api import router as runs_router  # noqa: E402  (handlers first)
 
 api.add_router("/v1/", memory_router)
 api.add_router("/v1/", runs_router)
+api.add_router("/v1/", audit_router)

@@ -35,6 +35,7 @@ LIMITS: dict[str, tuple[str, str]] = {
     "EVENT_PAYLOAD_MAX_BYTES": ("EVENT_PAYLOAD_MAX_BYTES", "bytes of one event's payload (413)"),
     "EVENTS_MAX_BATCH": ("EVENTS_MAX_BATCH", "events in one POST /events batch (413)"),
     "STATE_MAX_BYTES": ("STATE_MAX_BYTES", "bytes of one state checkpoint (413)"),
+    "ARTIFACT_MAX_BYTES": ("ARTIFACT_MAX_BYTES", "bytes of one artifact (413)"),
     "TENANT_MAX_ACTIVE_RUNS": (
         "TENANT_MAX_ACTIVE_RUNS",
         "active runs per tenant, unless the tenant overrides it (429 `too_many_active_runs`)",
@@ -64,6 +65,9 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "stale_version": (409, "the state version is not the current one (`current_version`)"),
     "already_completed": (409, "the tool call already has its outcome"),
     "idempotency_mismatch": (409, "the idempotency key was used with another call (`seq`)"),
+    "artifact_exists": (409, "an artifact of that name exists with other bytes"),
+    "not_archived": (409, "the run has no archive yet (it is active or being archived)"),
+    "run_not_finished": (409, "the run is active: complete it first"),
     "too_large": (413, "a body, value or batch over its limit"),
     "run_database_full": (413, "the run's database reached RUN_MAX_DB_BYTES"),
     "uri_too_long": (414, "request line over API_MAX_REQUEST_LINE"),
@@ -72,6 +76,9 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "headers_too_large": (431, "too many or too large request headers"),
     "internal_error": (500, "a bug: logged, never caused by client bytes"),
     "unavailable": (503, "a database or Redis is busy or unreachable; retry"),
+    "archive_unavailable": (503, "an archived run's file could not be fetched; retry"),
+    "archive_damaged": (503, "an archive does not match its recorded SHA-256 (`verify_run`)"),
+    "archive_failed": (503, "archiving the run failed; `archive_runs` retries it"),
     "database_quarantined": (503, "the tenant's database failed a migration; an operator acts"),
 }
 

@@ -172,34 +172,50 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 
-# --- Archives (django-storages) -----------------------------------------------------------------
+# --- Archives and artifacts (django-storages) ---------------------------------------------------
 # https://django-storages.readthedocs.io/en/latest/backends/amazon-S3.html
+# Finished runs' databases go to STORAGES["archives"], artifacts' bytes to STORAGES["artifacts"]:
+# folders under DATA_DIR by default, or one S3 bucket (two prefixes) with ARCHIVE_STORAGE=s3.
 ARCHIVE_STORAGE = os.environ.get("ARCHIVE_STORAGE", "filesystem")
-if ARCHIVE_STORAGE == "s3":
-    _archives = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": os.environ.get("AWS_STORAGE_BUCKET_NAME", "agentdb-archives"),
-            "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL") or None,
-            "region_name": os.environ.get("AWS_S3_REGION_NAME") or None,
-            "access_key": os.environ.get("AWS_ACCESS_KEY_ID") or None,
-            "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
-            "file_overwrite": False,
-        },
-    }
-elif ARCHIVE_STORAGE == "filesystem":
-    _archives = {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(DATA_DIR / "archives")},
-    }
-else:
+
+
+def _storage(kind: str) -> dict[str, object]:
+    if ARCHIVE_STORAGE == "s3":
+        return {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": os.environ.get("AWS_STORAGE_BUCKET_NAME", "agentdb-archives"),
+                "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL") or None,
+                "region_name": os.environ.get("AWS_S3_REGION_NAME") or None,
+                "access_key": os.environ.get("AWS_ACCESS_KEY_ID") or None,
+                "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+                "location": kind,
+                "file_overwrite": False,
+            },
+        }
+    if ARCHIVE_STORAGE == "filesystem":
+        return {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(DATA_DIR / kind)},
+        }
     raise ValueError(f"ARCHIVE_STORAGE={ARCHIVE_STORAGE!r}: use 'filesystem' (default) or 's3'.")
+
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
-    "archives": _archives,
+    "archives": _storage("archives"),
+    "artifacts": _storage("artifacts"),
 }
+# Completing or expiring a run archives it (a Celery task; inline when embedded).
+ARCHIVE_ON_COMPLETE = _env_bool("ARCHIVE_ON_COMPLETE", True)
+# Archived runs are read from read-only copies restored under DATA_DIR/restored, at most this
+# many bytes of them (least recently opened evicted first).
+ARCHIVE_CACHE_MAX_BYTES = _env_int("ARCHIVE_CACHE_MAX_BYTES", 1024 * 1024 * 1024)
+# One artifact's bytes (PUT /runs/{id}/artifacts/{name}): 413 beyond.
+ARTIFACT_MAX_BYTES = _env_int("ARTIFACT_MAX_BYTES", 100 * 1024 * 1024)
+# The hash-chained audit trail of run databases (docs/decisions/0034); off only in benchmarks.
+AUDIT_RUNS = _env_bool("AUDIT_RUNS", True)
 
 # --- API limits (each also documented in the OpenAPI schema) -------------------------------------
 # Bodies larger than this answer 413 before they are parsed.

@@ -45,6 +45,16 @@ class Run(models.Model):
     events = models.PositiveIntegerField(null=True, blank=True)
     state_version = models.PositiveIntegerField(null=True, blank=True)
     db_bytes = models.BigIntegerField(null=True, blank=True)
+    # Set once the run's database is in STORAGES["archives"] (audit.archive); the local file
+    # is then removed and reads go to a restored read-only copy.
+    archive_key = models.CharField(max_length=255, blank=True, default="")
+    archive_bytes = models.BigIntegerField(null=True, blank=True)
+    archive_sha256 = models.CharField(max_length=64, blank=True, default="")
+    archive_schema_version = models.CharField(max_length=32, blank=True, default="")
+    archived_at = models.DateTimeField(null=True, blank=True)
+    audit_head = models.CharField(
+        max_length=64, blank=True, default="", help_text="Hash of the last audit entry."
+    )
 
     class Meta:
         indexes = [
@@ -134,3 +144,21 @@ class StateCheckpoint(RunScoped, models.Model):
 
     def __str__(self) -> str:
         return f"v{self.version}"
+
+
+ARTIFACT_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$"
+ARTIFACT_NAME_RULE = "1-128 characters from A-Z a-z 0-9 _ . : -, starting with a letter, digit or _"
+
+
+class Artifact(RunScoped, models.Model):
+    """A file the run produced: its bytes are in STORAGES["artifacts"] under `key`."""
+
+    name = models.CharField(primary_key=True, max_length=128)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    key = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=255, default="application/octet-stream")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name

@@ -23,6 +23,7 @@ from django.db import DatabaseError, connections, router
 from django.db.models import Max, Min
 from django.utils import timezone
 
+from audit import chain as audit
 from project.exceptions import (
     ApplicationError,
     Conflict,
@@ -47,6 +48,7 @@ from runs.models import (
     ToolCall,
 )
 from runs.selectors import run_forget
+from runs.signals import run_finished
 from tenancy import faults
 from tenancy.context import run_context
 from tenancy.exceptions import DatabaseQuarantined, DatabaseUnavailable
@@ -145,6 +147,7 @@ def tool_call_record(
             digest=digest,
             idempotency_key=idempotency_key,
         )
+        audit.run_append_row("tool_call", "runs_toolcall", "seq", call.seq)
         return call, True
 
     return writer.write(run, work)
@@ -187,9 +190,13 @@ def tool_call_complete(*, run: Run, seq: int, outcome: Outcome) -> ToolCall:
         for field in timings:
             setattr(call, field, getattr(outcome, field))
         call.save(update_fields=["status", "result", "error", "completed_at", *timings])
+        audit.run_append_row("outcome", "runs_toolcall", "seq", seq)
         return call
 
     return writer.write(run, work)
+
+
+EVENT_COLUMNS = ("seq", "kind", "payload", "created_at")
 
 
 def events_append(*, run: Run, events: list[tuple[str, Any]]) -> list[int]:
@@ -218,15 +225,21 @@ def events_append(*, run: Run, events: list[tuple[str, Any]]) -> list[int]:
         alias = router.db_for_write(Event)
         connection = connections[alias]
         created_at = connection.ops.adapt_datetimefield_value(timezone.now())
-        rows = [(kind, text, created_at) for kind, text in encoded]
         with connection.cursor() as cursor:
             # The writer holds the database's write lock: the next seqs are known and gapless.
             cursor.execute("SELECT seq FROM sqlite_sequence WHERE name = 'runs_event'")
             found = cursor.fetchone()
             first = (found[0] if found else 0) + 1
+            # Explicit seqs (the ones AUTOINCREMENT would give): the audit entry names them.
+            rows = [
+                (seq, kind, text, created_at)
+                for seq, (kind, text) in enumerate(encoded, start=first)
+            ]
             cursor.executemany(
-                "INSERT INTO runs_event (kind, payload, created_at) VALUES (%s, %s, %s)", rows
+                "INSERT INTO runs_event (seq, kind, payload, created_at) VALUES (%s, %s, %s, %s)",
+                rows,
             )
+        audit.run_append_rows("events", "runs_event", "seq", list(EVENT_COLUMNS), rows)
         return list(range(first, first + len(rows)))
 
     return writer.write(run, work)
@@ -243,18 +256,29 @@ def state_put(*, run: Run, state: Any, expected_version: int) -> StateCheckpoint
                 f"State is at version {current}, not {expected_version}; read it and retry.",
                 current_version=current,
             )
-        return StateCheckpoint.objects.create(version=current + 1, state=state)
+        checkpoint = StateCheckpoint.objects.create(version=current + 1, state=state)
+        audit.run_append_row("state", "runs_statecheckpoint", "version", checkpoint.version)
+        return checkpoint
 
     return writer.write(run, work)
 
 
-def _close(now: datetime) -> tuple[int, int, int]:
+def _close(now: datetime, status: str) -> tuple[int, int, int]:
     """Close the bound run's database to writes; return its tool call, event and state counts.
 
     Closing first means no write lands after the counts; an already closed database (a previous
-    attempt died before the control-plane update) is fine. Runs inside the writer.
+    attempt died before the control-plane update) is fine. Runs inside the writer. The audit
+    entry goes first: the closed-run triggers refuse it afterwards.
     """
-    RunInfo.objects.filter(id=1, closed_at__isnull=True).update(closed_at=now)
+    if RunInfo.objects.filter(id=1, closed_at__isnull=True).exists():
+        alias = router.db_for_write(RunInfo)
+        closed_at = connections[alias].ops.adapt_datetimefield_value(now)
+        row = {"id": 1, "closed_at": closed_at}
+        audit.run_append(
+            "close",
+            audit.encode({"table": "runs_runinfo", "pk": "id", "row": row, "status": status}),
+        )
+        RunInfo.objects.filter(id=1).update(closed_at=now)
     return (
         ToolCall.objects.aggregate(n=Max("seq"))["n"] or 0,
         Event.objects.aggregate(n=Max("seq"))["n"] or 0,
@@ -282,7 +306,7 @@ def run_complete(*, run: Run, status: str, summary: Any = None) -> Run:
         raise RunClosed(f"Run {run.id} is already {run.status}.")
     now = timezone.now()
     try:
-        tool_calls, events, version = _close_run_database(run, now)
+        tool_calls, events, version = _close_run_database(run, now, status)
     except (DatabaseUnavailable, DatabaseQuarantined, DatabaseError) as exc:
         if status != Run.Status.FAILED or not _is_database_fault(exc):
             raise
@@ -302,8 +326,8 @@ def run_complete(*, run: Run, status: str, summary: Any = None) -> Run:
     )
 
 
-def _close_run_database(run: Run, now: datetime) -> tuple[int, int, int]:
-    counts = writer.write(run, lambda: _close(now))
+def _close_run_database(run: Run, now: datetime, status: str) -> tuple[int, int, int]:
+    counts = writer.write(run, lambda: _close(now, status))
     _checkpoint(run)
     return counts
 
@@ -332,6 +356,7 @@ def _finish(run: Run, **fields: Any) -> Run:
         raise RunClosed(f"Run {run.id} was completed by another request.")
     run.refresh_from_db()
     run.database.refresh_from_db()
+    run_finished.send(sender=Run, run_id=run.id)
     return run
 
 
@@ -429,7 +454,7 @@ def run_expire(*, run: Run, now: datetime, timeout_s: int) -> bool:
         last = run_last_write(run=run)
         if last is not None and last > now.timestamp() - timeout_s:
             return None
-        return _close(now)
+        return _close(now, Run.Status.EXPIRED)
 
     counts = writer.write(run, close_if_idle)
     if counts is None:
@@ -447,4 +472,5 @@ def run_expire(*, run: Run, now: datetime, timeout_s: int) -> bool:
     run_forget(run=run)
     if updated:
         logger.info("run %s expired after %d s without a write", run.id, timeout_s)
+        run_finished.send(sender=Run, run_id=run.id)
     return bool(updated)

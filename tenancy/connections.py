@@ -72,6 +72,7 @@ def sqlite_settings(
     create: bool = False,
     max_bytes: int | None = None,
     synchronous: str | None = None,
+    read_only: bool = False,
 ) -> dict[str, Any]:
     """Return a complete Django database settings dict for one SQLite file.
 
@@ -79,6 +80,7 @@ def sqlite_settings(
     rather than a new empty file. `max_bytes` caps the file's growth (SQLite answers "database or
     disk is full"), which is how per-run size limits cost nothing per write. `synchronous`
     overrides `SQLITE_SYNCHRONOUS` for this file (run databases: `RUN_SQLITE_SYNCHRONOUS`).
+    `read_only` opens an immutable file (restored archives): no journal, no locks, no writes.
     """
     name = path.as_uri() if create else f"{path.as_uri()}?mode=rw"
     options = dict(settings.SQLITE_OPTIONS)
@@ -89,6 +91,9 @@ def sqlite_settings(
     if synchronous is not None:
         pragmas += f" PRAGMA synchronous={synchronous};"
     options["init_command"] = f"{options['init_command']} {pragmas}"
+    if read_only:
+        name = f"{path.as_uri()}?mode=ro&immutable=1"
+        options["init_command"] = pragmas
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": name,
@@ -392,6 +397,7 @@ def connection_for(
     max_bytes: int | None = None,
     database: "Database | None" = None,
     synchronous: str | None = None,
+    read_only: bool = False,
 ) -> BaseDatabaseWrapper:
     """Return this thread's connection wrapper for `alias`, opening a slot for it if needed.
 
@@ -404,7 +410,9 @@ def connection_for(
         lru.move_to_end(alias)
         return conn
     conn = TenancyWrapper(
-        sqlite_settings(path, create=create, max_bytes=max_bytes, synchronous=synchronous),
+        sqlite_settings(
+            path, create=create, max_bytes=max_bytes, synchronous=synchronous, read_only=read_only
+        ),
         alias,
         path=path,
         database=database,

@@ -23,6 +23,11 @@ def run_alias(run_id: str) -> str:
     return f"{Scope.RUN.value}__{_checked(run_id)}"
 
 
+def archived_run_alias(run_id: str) -> str:
+    """Return the alias of the read-only copy of an archived run (never its live file's)."""
+    return f"{Scope.RUN.value}__{_checked(run_id)}__archived"
+
+
 def scratch_alias(kind: Scope) -> str:
     """Return a fresh alias of scope `kind` for a short-lived connection (builds, plans)."""
     return f"{kind.value}__{new_id('tmp')}"
@@ -45,6 +50,15 @@ def run_db_relpath(tenant_id: str, run_id: str) -> str:
 def absolute(relpath: str) -> Path:
     """Return the absolute path of a registry path (stored relative to DATA_DIR)."""
     return Path(settings.DATA_DIR) / relpath
+
+
+def restored_dir() -> Path:
+    return Path(settings.DATA_DIR) / "restored"
+
+
+def scratch_dir() -> Path:
+    """Where snapshots and uploads are assembled before they move (same filesystem as data)."""
+    return Path(settings.DATA_DIR) / "tmp"
 
 
 def templates_dir() -> Path:

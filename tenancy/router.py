@@ -11,6 +11,7 @@ from django.apps import apps
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
 
+from tenancy import restored
 from tenancy.connections import connection_for, touch
 from tenancy.context import current_run, current_tenant
 from tenancy.exceptions import NoScopeBound
@@ -34,6 +35,8 @@ def bound_alias(scope: Scope) -> str:
         return alias
     if scope is Scope.RUN:
         run = current_run()
+        if getattr(run, "archived_at", None) is not None:  # its live file is gone: read a copy
+            return restored.bound_alias(run)
         alias = run_alias(run.id)
         if not touch(alias, run.database):
             connection_for(

@@ -6,22 +6,25 @@ import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.validators import ProhibitNullCharactersValidator
-from django.db import IntegrityError, models, transaction
+from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from project.exceptions import Conflict, InvalidInput
+from project.exceptions import ApplicationError, Conflict, InvalidInput
 from project.memo import Memo
 from tenancy import connections
+from tenancy.context import tenant_context
 from tenancy.ids import new_id
-from tenancy.paths import absolute, run_alias, tenant_alias, tenant_db_relpath
+from tenancy.paths import absolute, restored_dir, run_alias, tenant_alias, tenant_db_relpath
 from tenancy.provisioning import database_provisioned
 from tenancy.rows import insert_row
 from tenancy.scopes import Scope
@@ -87,6 +90,7 @@ def api_key_create(*, tenant: Tenant, name: str = "") -> tuple[ApiKey, str]:
     prefix = new_id("ak").removeprefix("ak_")[:12]
     raw = f"adb_{prefix}_{secrets.token_urlsafe(32)}"
     key = ApiKey.objects.create(tenant=tenant, name=name, prefix=prefix, key_hash=_digest(raw))
+    _tenant_audit(tenant, "api_key_created", {"key": key.pk, "prefix": prefix, "name": name})
     return key, raw
 
 
@@ -97,7 +101,23 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
             key.revoked_at = timezone.now()
             key.save(update_fields=["revoked_at"])
         revocation_bump()
+    _tenant_audit(key.tenant, "api_key_revoked", {"key": key.pk, "prefix": key.prefix})
     return key
+
+
+def _tenant_audit(tenant: Tenant, kind: str, facts: dict[str, Any]) -> None:
+    """Append to the tenant database's audit trail after the control-plane change committed.
+
+    Two databases, no shared transaction: the entry follows the change; if the tenant's
+    database cannot take it (damaged, missing), the change stands and the miss is logged.
+    """
+    from audit.chain import tenant_append
+
+    try:
+        with tenant_context(tenant):
+            tenant_append(kind, facts)
+    except (ApplicationError, DatabaseError):
+        logger.exception("tenant %s: audit entry %s could not be written", tenant.slug, kind)
 
 
 def tenant_save(*, tenant: Tenant, fields: Iterable[str] | None = None) -> Tenant:
@@ -119,7 +139,10 @@ class TenantDeleted:
 
 
 def tenant_delete(
-    *, tenant: Tenant, progress: Callable[[list[Database]], Iterable[Database]] = iter
+    *,
+    tenant: Tenant,
+    progress: Callable[[list[Database]], Iterable[Database]] = iter,
+    keep: Callable[[Tenant], Any] | None = None,
 ) -> TenantDeleted:
     """Delete a tenant for good: refuse it everywhere, remove its files, then its registry rows.
 
@@ -128,7 +151,10 @@ def tenant_delete(
        -shm) and its directory are removed; 3. the tenant, its keys, runs and database registry
        rows are deleted in one transaction. Files go before rows, so a failure half-way leaves
        rows that a second call (it is idempotent) finishes; never a file nobody knows about.
-    `progress` wraps the list of databases being removed (e.g. a progress bar).
+    `progress` wraps the list of databases being removed (e.g. a progress bar). `keep`, if
+    given, runs once the tenant is refused and before anything is removed (`delete_tenant
+    --archive` writes the tenant's export there). Objects under the tenant's prefix in
+    STORAGES["archives"] and ["artifacts"] are removed with its files.
     """
     now = timezone.now()
     with transaction.atomic(using="default"):
@@ -137,6 +163,8 @@ def tenant_delete(
         )
         ApiKey.objects.filter(tenant_id=tenant.pk, revoked_at__isnull=True).update(revoked_at=now)
         revocation_bump()
+    if keep is not None:
+        keep(tenant)
     directory = absolute(tenant_db_relpath(tenant.pk)).parent
     databases = list(Database.objects.filter(path__startswith=_tenant_prefix(tenant.pk)))
     for database in progress(databases):
@@ -146,11 +174,31 @@ def tenant_delete(
         remove_database_files(path)
     if directory.exists():  # also takes files no registry row names (a crashed provisioning)
         shutil.rmtree(directory)
+    for kind in ("archives", "artifacts"):
+        _delete_tree(storages[kind], tenant.pk)
+    # Read-only copies of its archived runs restored for reading (tenancy.restored).
+    for sha256 in tenant.runs.exclude(archive_sha256="").values_list("archive_sha256", flat=True):
+        (restored_dir() / f"{sha256}.sqlite3").unlink(missing_ok=True)
     with transaction.atomic(using="default"):
         Tenant.objects.filter(pk=tenant.pk).delete()  # cascades to its keys and runs
         removed, _ = Database.objects.filter(path__startswith=_tenant_prefix(tenant.pk)).delete()
     logger.info("tenant %s (%s) deleted: %d database(s)", tenant.slug, tenant.pk, removed)
     return TenantDeleted(tenant_id=tenant.pk, slug=tenant.slug, databases=removed)
+
+
+def _delete_tree(storage: Storage, prefix: str) -> None:
+    """Delete every object under `prefix/` of a storage (folders too, on a filesystem)."""
+    try:
+        folders, names = storage.listdir(prefix)
+    except FileNotFoundError:
+        return
+    for name in names:
+        storage.delete(f"{prefix}/{name}")
+    for folder in folders:
+        _delete_tree(storage, f"{prefix}/{folder}")
+    if isinstance(storage, FileSystemStorage):
+        with suppress(FileNotFoundError):
+            Path(storage.path(prefix)).rmdir()
 
 
 def _tenant_prefix(tenant_id: str) -> str:

@@ -45,6 +45,18 @@ def data_dir(tmp_path: Path, settings, template_cache: Path) -> Iterator[Path]:
     directory = tmp_path / "data"
     shutil.copytree(template_cache, directory / "templates")
     settings.DATA_DIR = directory
+    settings.STORAGES = {
+        **settings.STORAGES,
+        **{
+            kind: {
+                "BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": str(directory / kind)},
+            }
+            for kind in ("archives", "artifacts")
+        },
+    }
+    # Archiving on completion removes the live file; tests/audit turns it on where it matters.
+    settings.ARCHIVE_ON_COMPLETE = False
     # In-process tests change rows under the API's feet; memo tests turn it back on.
     settings.API_LOOKUP_CACHE_SECONDS = 0
     yield directory

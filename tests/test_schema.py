@@ -67,7 +67,9 @@ def assert_json_error_shape(response, method: str) -> None:
 
     `response` is a `requests.Response` or schemathesis' own (headers as lists, lower-cased).
     """
-    where = f"{method} {response.request.url} -> {response.status_code}: {response.text[:300]}"
+    # Some answers are files (archives, artifacts, exports): never assume text.
+    body = response.content[:300].decode("utf-8", "replace")
+    where = f"{method} {response.request.url} -> {response.status_code}: {body}"
     assert response.status_code < 500, where
     if response.status_code < 400:
         return

@@ -32,7 +32,7 @@ def batch_of(run, *works):
 def test_a_close_and_a_later_insert_in_one_batch_close_the_run_and_refuse_only_the_insert(run):
     now = timezone.now()
     before, close, after = batch_of(
-        run, insert("before"), lambda: services._close(now), insert("after")
+        run, insert("before"), lambda: services._close(now, "succeeded"), insert("after")
     )
     assert before.committed and before.error is None
     assert close.committed and close.error is None  # the close is not rolled back

@@ -1,8 +1,12 @@
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from audit.export import tenant_export
 from tenants.models import Database, Tenant
 from tenants.services import tenant_delete
 
@@ -20,8 +24,16 @@ class Command(BaseCommand):
         parser.add_argument(
             "--yes", action="store_true", help="Confirm: delete the tenant and all its data."
         )
+        parser.add_argument(
+            "--archive",
+            metavar="FILE",
+            help="First write the tenant's export with every run (a tarball, as export_tenant "
+            "--runs) to FILE, outside DATA_DIR: the only copy left afterwards.",
+        )
 
-    def handle(self, *args: Any, slug: str, yes: bool, **options: Any) -> None:
+    def handle(
+        self, *args: Any, slug: str, yes: bool, archive: str | None = None, **options: Any
+    ) -> None:
         tenant = Tenant.objects.select_related("database").filter(slug=slug).first()
         if tenant is None:
             raise CommandError(f"No tenant {slug!r}; list them in the admin or with dbstats.")
@@ -34,8 +46,21 @@ class Command(BaseCommand):
         def bar(databases: list[Database]) -> Any:
             return tqdm(databases, unit="db", desc=f"delete {slug}", disable=None, file=self.stderr)
 
+        keep: Callable[[Tenant], None] | None = None
+        if archive:
+            destination = Path(archive).resolve()
+            if destination.is_relative_to(Path(settings.DATA_DIR).resolve()):
+                raise CommandError(f"--archive {archive}: choose a path outside DATA_DIR.")
+            if destination.exists():
+                raise CommandError(f"--archive {archive} exists; choose another file.")
+
+            def export(tenant: Tenant) -> None:
+                tenant_export(tenant=tenant, destination=destination, with_runs=True)
+
+            keep = export
+
         try:
-            deleted = tenant_delete(tenant=tenant, progress=bar)
+            deleted = tenant_delete(tenant=tenant, progress=bar, keep=keep)
         except OSError as exc:
             raise CommandError(
                 f"Could not remove a file of tenant {slug}: {exc}. Its keys are revoked already; "
@@ -44,5 +69,6 @@ class Command(BaseCommand):
             ) from exc
         self.stdout.write(
             f"Deleted tenant {deleted.slug} ({deleted.tenant_id}): {deleted.databases} "
-            "database(s) and their files."
+            "database(s), their files, archives and artifacts."
+            + (f" Its export is in {archive}." if archive else "")
         )

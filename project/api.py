@@ -12,7 +12,7 @@ from ninja.parser import Parser
 from ninja.security import HttpBearer
 
 from project import openapi, strictjson
-from project.errors import error_response, is_sqlite_unavailable
+from project.errors import error_response
 from project.exceptions import ApplicationError
 from tenancy import faults
 
@@ -136,7 +136,7 @@ def _database_error(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
         response = error_response(
             503, "database_unavailable", "The database hit an I/O or integrity fault; retry later."
         )
-    elif is_sqlite_unavailable(exc) or faults.descriptors_exhausted(exc):
+    elif faults.is_busy(exc) or faults.descriptors_exhausted(exc):
         response = error_response(503, "unavailable", "The database is busy or unreachable; retry.")
     else:
         return error_response(500, "internal_error", "Internal error (logged).")

@@ -43,8 +43,8 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.models import Q
 from django.utils import timezone
 
-from project.errors import is_sqlite_busy
 from tenancy import connections as tenant_connections
+from tenancy import faults
 from tenancy.exceptions import ReplayMismatch
 from tenancy.paths import absolute
 from tenancy.rollout import rollout_lock
@@ -294,7 +294,7 @@ def plan_for(members: list[Target], kind: Scope) -> tuple[Plan, list[Outcome]]:
         try:
             return _plan_from_sample(absolute(member.path), kind, target_nodes), failed
         except Exception as exc:
-            if not is_sqlite_busy(exc):
+            if not faults.is_busy(exc):
                 failed.append(
                     Outcome(member.database_id, member.path, error=f"as sample: {describe(exc)}")
                 )
@@ -556,7 +556,7 @@ def migrate_batch(batch: Iterable[Target], plan: Plan) -> list[Outcome]:
                 try:
                     outcomes[target.database_id] = migrate_one(target, plan)
                 except Exception as exc:
-                    if is_sqlite_busy(exc):
+                    if faults.is_busy(exc):
                         still_busy.append(target)
                         outcomes[target.database_id] = Outcome(
                             target.database_id, target.path, error=describe(exc), busy=True

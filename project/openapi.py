@@ -79,7 +79,12 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "archive_unavailable": (503, "an archived run's file could not be fetched; retry"),
     "archive_damaged": (503, "an archive does not match its recorded SHA-256 (`verify_run`)"),
     "archive_failed": (503, "archiving the run failed; `archive_runs` retries it"),
-    "database_quarantined": (503, "the tenant's database failed a migration; an operator acts"),
+    "database_quarantined": (503, "the database failed a migration or a check; an operator acts"),
+    "database_unavailable": (503, "the tenant's or run's file is missing, damaged or read-only"),
+    "schema_migrating": (503, "the database is being migrated to the code's schema (Retry-After)"),
+    "run_busy": (503, "the run's writer did not take the write in RUN_WRITE_WAIT_S; not written"),
+    "lease_lost": (503, "this writer's lease expired before commit (fenced off); not written"),
+    "dependency_unavailable": (503, "Redis is unreachable; nothing was written (Retry-After)"),
 }
 
 

@@ -10,12 +10,14 @@ import functools
 import hashlib
 import os
 import shutil
+import sqlite3
 import sys
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.loader import MigrationLoader
@@ -111,6 +113,23 @@ def template_path(kind: Scope) -> Path:
     return templates_dir() / f"{kind.value}-{code_version()}-{code_migrations_digest()}.sqlite3"
 
 
+# Checks every new template of a scope must pass before it is used (apps register them in their
+# AppConfig.ready): a migration that broke an invariant stops the deploy at its first template
+# build, before any tenant or run database is touched.
+TemplateCheck = Callable[[sqlite3.Connection], list[str]]
+template_checks: dict[Scope, list[TemplateCheck]] = {Scope.TENANT: [], Scope.RUN: []}
+
+
+def _check_template(path: Path, kind: Scope) -> None:
+    with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+        problems = [problem for check in template_checks[kind] for problem in check(conn)]
+    if problems:
+        raise ImproperlyConfigured(
+            f"The {kind.value} template built from the code's migrations is unsafe: "
+            + "; ".join(problems)
+        )
+
+
 def ensure_template(kind: Scope) -> tuple[Path, str]:
     """Return the template for `kind` at the code's schema version, building it if missing."""
     version = code_version()
@@ -122,6 +141,7 @@ def ensure_template(kind: Scope) -> tuple[Path, str]:
         building = path.with_name(f".{path.name}.{os.getpid()}.{new_id('b')}")
         try:
             migrate_file(building, kind)
+            _check_template(building, kind)
             with building.open("rb") as built:
                 os.fsync(built.fileno())
             os.replace(building, path)

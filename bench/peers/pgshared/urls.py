@@ -1,0 +1,55 @@
+"""The two tool-call endpoints: the bearer key finds the tenant, every query filters by it."""
+
+from django.db import transaction
+from django.http import HttpRequest, JsonResponse
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from bench.peers.common import bearer, error, key_digest, tool_call_body, tool_call_json
+from bench.peers.pgshared.models import Run, Tenant, ToolCall
+
+
+def _tenant_id(request: HttpRequest) -> int | None:
+    raw = bearer(request)
+    if not raw:
+        return None
+    return Tenant.objects.filter(key_hash=key_digest(raw)).values_list("id", flat=True).first()
+
+
+@csrf_exempt
+@require_POST
+def tool_call_create(request: HttpRequest, run_id: str) -> JsonResponse:
+    tenant_id = _tenant_id(request)
+    if tenant_id is None:
+        return error(401, "unauthorized", "Missing or bad bearer key.")
+    parsed = tool_call_body(request)
+    if parsed is None:
+        return error(422, "invalid", "Expected {name, args}.")
+    name, args = parsed
+    with transaction.atomic():
+        # The run's row lock serialises its writers: seqs are unique and gapless.
+        run = Run.objects.select_for_update().filter(pk=run_id, tenant_id=tenant_id).first()
+        if run is None:
+            return error(404, "not_found", "No such run.")
+        run.last_seq += 1
+        run.save(update_fields=["last_seq"])
+        call = ToolCall.objects.create(run=run, seq=run.last_seq, name=name, args=args)
+    return JsonResponse(tool_call_json(call), status=201)
+
+
+@require_GET
+def tool_call_detail(request: HttpRequest, run_id: str, seq: int) -> JsonResponse:
+    tenant_id = _tenant_id(request)
+    if tenant_id is None:
+        return error(401, "unauthorized", "Missing or bad bearer key.")
+    call = ToolCall.objects.filter(run_id=run_id, run__tenant_id=tenant_id, seq=seq).first()
+    if call is None:
+        return error(404, "not_found", "No such tool call.")
+    return JsonResponse(tool_call_json(call))
+
+
+urlpatterns = [
+    path("runs/<uuid:run_id>/tool-calls", tool_call_create),
+    path("runs/<uuid:run_id>/tool-calls/<int:seq>", tool_call_detail),
+]

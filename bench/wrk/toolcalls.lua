@@ -1,0 +1,56 @@
+-- Tool-call load for bench/peers.py and bench/scale.py: every request picks a random target.
+--
+-- Environment:
+--   BENCH_TARGETS  file of "host key run" lines (the Host header, the bearer key, the run id)
+--   BENCH_MODE     "post" (POST /runs/{run}/tool-calls) or "get" (GET .../tool-calls/{seq})
+--   BENCH_PREFIX   path prefix, e.g. "/api/v1" ("" for the peers)
+--   BENCH_SEQS     GET: seq drawn uniformly from 1..BENCH_SEQS (every run holds that many calls)
+-- done() prints one JSON line: requests, duration, errors, p50 and p99 in microseconds.
+
+local mode = os.getenv("BENCH_MODE") or "post"
+local prefix = os.getenv("BENCH_PREFIX") or ""
+local seqs = tonumber(os.getenv("BENCH_SEQS") or "1")
+local body = '{"name": "search", "args": {"q": "flights to LIS", "k": 5}}'
+
+local targets = {}
+for line in io.lines(os.getenv("BENCH_TARGETS")) do
+  local host, key, run = line:match("^(%S+) (%S+) (%S+)$")
+  if host then
+    targets[#targets + 1] = {
+      path = prefix .. "/runs/" .. run .. "/tool-calls",
+      headers = {
+        ["Host"] = host,
+        ["Authorization"] = "Bearer " .. key,
+        ["Content-Type"] = "application/json",
+      },
+    }
+  end
+end
+
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_id", threads)
+end
+
+function init(args)
+  -- Each thread draws its own sequence of targets.
+  math.randomseed(os.time() * 1000 + (thread_id or 0))
+end
+
+function request()
+  local t = targets[math.random(#targets)]
+  if mode == "post" then
+    return wrk.format("POST", t.path, t.headers, body)
+  end
+  return wrk.format("GET", t.path .. "/" .. math.random(seqs), t.headers)
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "socket_errors": %d, "non_2xx": %d, '
+    .. '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end

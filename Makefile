@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 export PORT
 
-.PHONY: run test lint fmt typecheck bench worker beat migrate clean
+.PHONY: run test lint fmt typecheck bench bench-peers bench-scale wrk worker beat migrate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,10 +39,28 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## Every benchmark, merged into one JSON object (bench/provision.py, bench/http.py).
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,bench]"
+	touch $(BENCH_STAMP)
+
+wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } >/dev/null
+
+## Every benchmark but the two below, merged into one JSON object (bench/all.py).
+bench: $(STAMP) wrk
 	@$(BIN)/python bench/all.py
+
+PEERS_PG ?= postgres://postgres@127.0.0.1:5432/postgres
+
+## This project against django-tenants and one shared PostgreSQL (bench/peers.py; PostgreSQL at
+## PEERS_PG): prints JSON and rewrites README's "Compared with" table from it.
+bench-peers: $(BENCH_STAMP) wrk
+	@$(BIN)/python bench/peers.py --pg $(PEERS_PG) --update-readme $(BENCH_ARGS)
+
+## 100,000 registered tenants: requests over 10 tenants vs over 10,000 (bench/scale.py).
+bench-scale: $(STAMP) wrk
+	@$(BIN)/python bench/scale.py $(BENCH_ARGS)
 
 ## A Celery worker (needs REDIS_URL).
 worker: migrate

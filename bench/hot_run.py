@@ -31,8 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run as a script, this folder would come first on sys.path and bench/http.py would shadow the
-# standard library's `http`; put the project root there instead.
+# Run as a script, this folder would come first on sys.path, where a module named like one of
+# the standard library's would shadow it; put the project root there instead.
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 

@@ -265,10 +265,14 @@ def readme_table(out: dict) -> str:
                 cells.append(f"{out[f'{key}_rps']:,.0f} ({out[f'{key}_p99_ms']:.0f} ms)")
             cells += [f"{out[f'ratio_{case}_c{c}_rps_vs_{peer}']:.2f}x" for peer in PEERS]
             rows.append("| " + " | ".join(cells) + " |")
-    rss = ["total RSS, MiB (servers + PostgreSQL backends)"]
-    rss += [f"{out[f'{system}_total_rss_mib']:,.0f}" for system in SYSTEMS]
-    rss += [f"{out[f'ratio_total_rss_vs_{peer}']:.2f}x" for peer in PEERS]
-    rows.append("| " + " | ".join(rss) + " |")
+    for label, field in (
+        ("RSS per gunicorn worker, MiB", "worker_rss_mib"),
+        ("total RSS, MiB (gunicorn + PostgreSQL backends)", "total_rss_mib"),
+    ):
+        values = [out[f"{system}_{field}"] for system in SYSTEMS]
+        cells = [label, *(f"{value:,.0f}" for value in values)]
+        cells += [f"{values[0] / value:.2f}x" for value in values[1:]]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join([*header, *rows])
 
 

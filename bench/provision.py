@@ -18,8 +18,8 @@ Runs in a temporary DATA_DIR with `tests.fleetapp` (stage v1 -> v2) as the pendi
 import sys
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path, where bench/http.py would
-# shadow the standard library's `http`; put the project root there instead.
+# Run as a script, this file's folder comes first on sys.path, where a module named like one
+# of the standard library's would shadow it; put the project root there instead.
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 

@@ -29,9 +29,3 @@ class StaticRouter(PinScopeRouter):
     """bench/provision.py: tenant models to one static database, toggled between rounds."""
 
     scope, alias, enabled = Scope.TENANT, "static", False
-
-
-class SharedRunsRouter(PinScopeRouter):
-    """bench/http.py: every run's rows in one shared database ("one big database")."""
-
-    scope, alias = Scope.RUN, "shared"

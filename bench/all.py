@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["provision.py", "http.py", "revocation.py"]
+BENCHES = ["provision.py", "http.py", "revocation.py", "queue.py"]
 
 
 def main() -> None:

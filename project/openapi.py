@@ -43,6 +43,12 @@ LIMITS: dict[str, tuple[str, str]] = {
         "RUN_MAX_DB_BYTES",
         "bytes of one run's database, unless the tenant overrides it (413 `run_database_full`)",
     ),
+    "KV_MAX_VALUE_BYTES": ("KV_MAX_VALUE_BYTES", "bytes of one KV value (413)"),
+    "KV_MAX_TTL_S": ("KV_MAX_TTL_S", "seconds a KV value may be kept (422 beyond)"),
+    "TOOL_CALL_WAIT_MAX_S": (
+        "TOOL_CALL_WAIT_MAX_S",
+        "seconds of `?wait=` on GET .../tool-calls/{seq} (422 beyond)",
+    ),
 }
 # Fixed by the JSON parser (project/strictjson.py), not configurable.
 JSON_RULES = (
@@ -64,14 +70,18 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "stale_version": (409, "the state version is not the current one (`current_version`)"),
     "already_completed": (409, "the tool call already has its outcome"),
     "idempotency_mismatch": (409, "the idempotency key was used with another call (`seq`)"),
+    "not_cancellable": (409, "the tool call is not a queued or running async call"),
     "too_large": (413, "a body, value or batch over its limit"),
     "run_database_full": (413, "the run's database reached RUN_MAX_DB_BYTES"),
     "uri_too_long": (414, "request line over API_MAX_REQUEST_LINE"),
     "invalid": (422, "well-formed JSON that breaks the schema (`details` locates it)"),
+    "invalid_args": (422, "async call args that break the tool's JSON schema (`details`)"),
+    "unknown_tool": (422, "an async call of a tool that is not registered (GET /tools)"),
     "too_many_active_runs": (429, "the tenant has TENANT_MAX_ACTIVE_RUNS active runs"),
     "headers_too_large": (431, "too many or too large request headers"),
     "internal_error": (500, "a bug: logged, never caused by client bytes"),
     "unavailable": (503, "a database or Redis is busy or unreachable; retry"),
+    "dependency_unavailable": (503, "Redis or the task queue is unreachable; retry"),
     "database_quarantined": (503, "the tenant's database failed a migration; an operator acts"),
 }
 

@@ -160,6 +160,7 @@ def test_embedded_async_call_runs_on_the_in_process_pool(server):
         state = requests.get(f"{api}/runs/{run}/tool-calls/{slow}", headers=headers, timeout=10)
         if state.json()["status"] == "running" or time.monotonic() > deadline:
             break
+        time.sleep(0.02)  # polling interval
     assert state.json()["status"] == "running"
     cancelled = requests.post(
         f"{api}/runs/{run}/tool-calls/{slow}/cancel", headers=headers, timeout=10

@@ -169,12 +169,13 @@ def execute(*, tenant_id: str, run_id: str, seq: int) -> Execution:
     call, attempt = claim.call, claim.attempt
     started_at, started = timezone.now(), time.monotonic()
     retryable, result = False, None
+    error: dict[str, Any] | None = None
+    tool: Tool | None
     try:
         tool = registry.get(call.name)
     except UnknownTool as exc:
         tool, error = None, _error(exc)
     else:
-        error = None
         ctx = ToolContext(
             tenant=run.tenant,
             run=run,

@@ -16,4 +16,4 @@ router = Router(tags=["tools"])
     summary="List the tools async tool calls may name (from the cache)",
 )
 def tools_list(request: HttpRequest) -> ToolPage:
-    return ToolPage(items=[ToolOut(**tool) for tool in selectors.tools_list()])
+    return ToolPage(items=[ToolOut(**tool) for tool in selectors.tools_list()], next=None)

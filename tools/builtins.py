@@ -96,12 +96,22 @@ _ALLOWED = {
 _READ_PRAGMAS = {"table_info", "table_xinfo", "index_list", "index_info", "foreign_key_list"}
 
 
-def _authorize(action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
-    if action in _ALLOWED:
-        return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_PRAGMA and arg2 is None and (arg1 or "").lower() in _READ_PRAGMAS:
-        return sqlite3.SQLITE_OK
-    return sqlite3.SQLITE_DENY
+class _Authorizer:
+    """Allow reads only, and remember a denial: SQLite does not always report one as
+    SQLITE_AUTH (a denied CREATE on a connection that has not read the schema yet fails
+    with SQLITE_SCHEMA, "not authorized")."""
+
+    def __init__(self) -> None:
+        self.denied = False
+
+    def __call__(self, action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
+        if action in _ALLOWED:
+            return sqlite3.SQLITE_OK
+        # These pragmas only read; their argument (arg2) is a table or index name.
+        if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in _READ_PRAGMAS:
+            return sqlite3.SQLITE_OK
+        self.denied = True
+        return sqlite3.SQLITE_DENY
 
 
 def _json_cell(value: Any) -> Any:
@@ -138,7 +148,8 @@ def sql_query(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None)
     try:
         connection.execute("PRAGMA query_only = 1")
-        connection.set_authorizer(_authorize)
+        authorizer = _Authorizer()
+        connection.set_authorizer(authorizer)
         connection.set_progress_handler(
             lambda: int(ctx.cancelled.is_set() or time.monotonic() > ctx.deadline), 10000
         )
@@ -149,7 +160,7 @@ def sql_query(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
             raise SqlNotAllowed(f"Send one SELECT statement with matching params: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             code = getattr(exc, "sqlite_errorcode", None)
-            if code == sqlite3.SQLITE_AUTH:
+            if authorizer.denied or code == sqlite3.SQLITE_AUTH:
                 raise SqlNotAllowed(
                     "sql.query runs read-only SELECTs only: writes, ATTACH, PRAGMA and "
                     "transaction control are refused."

@@ -28,6 +28,8 @@ def test_sql_query_reads_the_tenant_database_with_a_row_limit(tenant, settings):
             memory_put(key=f"k{i}", value=i)
     out = _sql(tenant, "SELECT key FROM tenants_memoryentry ORDER BY key", limit=3)
     assert out == {"columns": ["key"], "rows": [["k0"], ["k1"], ["k2"]], "truncated": True}
+    columns = _sql(tenant, "PRAGMA table_info(tenants_memoryentry)")  # introspection is a read
+    assert "key" in [row[1] for row in columns["rows"]]
     settings.SQL_QUERY_MAX_ROWS = 2
     assert len(_sql(tenant, "SELECT key FROM tenants_memoryentry")["rows"]) == 2
 

@@ -115,7 +115,10 @@ class Stack:
         self.workers.append(proc)
         app = Celery(broker=BROKER_URL)
         deadline = time.monotonic() + DEADLINE_S
-        while not any(name in reply for r in [app.control.ping(timeout=0.5)] for reply in r):
+        # Each reply is {"<name>@<host>": {"ok": "pong"}}.
+        while not any(
+            node.startswith(f"{name}@") for reply in app.control.ping(timeout=0.5) for node in reply
+        ):
             assert proc.poll() is None, (self.data_dir / f"worker-{name}.log").read_text()
             assert time.monotonic() < deadline, f"worker {name} did not answer a ping"
         return proc

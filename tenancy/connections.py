@@ -43,7 +43,7 @@ from tenancy.exceptions import ConnectionsExhausted, DatabaseUnavailable
 if TYPE_CHECKING:
     from tenants.models import Database
 
-SQLITE_PAGE_SIZE = 4096  # SQLite's default, used by every template
+SQLITE_PAGE_SIZE = faults.PAGE_SIZE  # SQLite's default, used by every template
 FDS_PER_CONNECTION = 3  # the database, its -wal and its -shm
 # Memory of one open connection besides its page cache: SQLite's schema and statements, the
 # -shm mapping, Django's wrapper (measured ~50-150 KiB; tests/tenancy/test_faults.py).
@@ -337,9 +337,13 @@ class TenancyWrapper(SQLiteWrapper):
 
 
 def _cannot_open_more(path: Path) -> bool:
-    """After a CANTOPEN on an existing file: is this process out of descriptors?"""
+    """After a CANTOPEN on an existing file: is this process out of descriptors?
+
+    Probed on /dev/null, never on the database file: closing a descriptor of it would drop the
+    POSIX locks SQLite holds on it in this process (see `faults.check_header`).
+    """
     try:
-        os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        os.close(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
     except OSError as exc:
         return exc.errno in faults.EXHAUSTED_ERRNOS
     return False

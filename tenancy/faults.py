@@ -42,7 +42,7 @@ SQLITE_NOTADB = 26
 SQLITE_READONLY_DBMOVED = SQLITE_READONLY | (4 << 8)
 SQLITE_CONSTRAINT_TRIGGER = 19 | (7 << 8)
 
-HEADER_MAGIC = b"SQLite format 3\x00"
+PAGE_SIZE = 4096  # every template's page size (tenancy.connections.SQLITE_PAGE_SIZE)
 EXHAUSTED_ERRNOS = (errno.EMFILE, errno.ENFILE)
 
 
@@ -140,27 +140,32 @@ def wal_path(path: Path) -> Path:
 
 
 def check_header(path: Path, size: int) -> str | None:
-    """Return what is wrong with the file's SQLite header and length, or None if nothing is."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None  # the caller's next stat says "missing"
-    except OSError as exc:
-        if exc.errno in EXHAUSTED_ERRNOS:
-            raise exhausted("reading a database header") from exc
-        return f"cannot be read: {exc.strerror}"
-    try:
-        header = os.pread(fd, 100, 0)
-    finally:
-        os.close(fd)
-    if size < 100:
+    """Return what is wrong with a database file's header and length, or None if nothing is.
+
+    The header is read through SQLite with `immutable=1` (the main file only: no -wal, no
+    locks), never with a plain `open()`: closing any descriptor of a file drops every POSIX
+    lock this process holds on it, SQLite's included, and another process could then checkpoint
+    and delete the -wal under our open connections (sqlite.org/howtocorrupt.html, 2.2). SQLite
+    defers closing its own descriptor while other connections of the process hold locks.
+    """
+    if size < PAGE_SIZE:
         return f"was truncated ({size} bytes)"
-    if len(header) < 100 or not header.startswith(HEADER_MAGIC):
-        return f"is not a SQLite database (no SQLite header; {size} bytes)"
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    if page_size < 512 or size < page_size or size % page_size:
-        return f"was truncated ({size} bytes is not a whole number of {page_size}-byte pages)"
+    if size % PAGE_SIZE:
+        return f"was truncated ({size} bytes is not a whole number of {PAGE_SIZE}-byte pages)"
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True)
+    except sqlite3.Error:
+        return None  # the caller's next stat (or SQLite's own open) says what is wrong
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if _primary(exc) in (SQLITE_NOTADB, SQLITE_CORRUPT):
+            return f"is not a SQLite database (no SQLite header; {size} bytes)"
+        if descriptors_exhausted(exc):
+            raise exhausted("reading a database header") from exc
+        return None
+    finally:
+        conn.close()
     return None
 
 

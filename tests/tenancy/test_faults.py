@@ -266,6 +266,9 @@ def test_process_budget_evicts_the_threads_own_idle_connections(settings):
     assert tenant_connections.open_aliases() == [tenant_alias(t.id) for t in tenants[-3:]]
 
 
+# Another thread reads the registry when it opens a database (tenancy.gate): committed rows, so
+# no test transaction may hold the control plane's tables (SQLite's shared in-memory test db).
+@pytest.mark.django_db(transaction=True)
 def test_process_budget_is_shared_across_threads_and_answers_503_at_the_limit(settings):
     settings.TENANCY_MAX_OPEN_DATABASES = tenant_connections.open_count() + 2
     settings.WEB_THREADS = 1

@@ -35,6 +35,21 @@ def test_sql_query_reads_the_tenant_database_with_a_row_limit(tenant, settings):
 
 
 @pytest.mark.django_db
+def test_sql_query_reads_a_wal_database_whose_wal_and_shm_are_gone(tenant):
+    from memory.services import memory_put
+    from tenancy import connections as tenant_connections
+    from tenancy.context import tenant_context
+    from tenancy.paths import absolute
+
+    with tenant_context(tenant):
+        memory_put(key="k", value=1)
+    tenant_connections.close_all()  # the last connection checkpoints and removes -wal and -shm
+    path = absolute(tenant.database.path)
+    assert not path.with_name(path.name + "-shm").exists()
+    assert _sql(tenant, "SELECT key FROM tenants_memoryentry")["rows"] == [["k"]]
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     "sql",
     [

@@ -250,6 +250,11 @@ def test_worker_killed_mid_call_is_redelivered_and_recorded_exactly_once(stack):
     run = stack.run()
     seq = stack.call(run, "test.count", {"seconds": 1.5})
     stack.wait_for(run, seq, {"running"})
+    # `running` is committed before the tool starts: kill only once its first execution counted.
+    deadline = time.monotonic() + DEADLINE_S
+    while stack.get(f"/api/v1/memory/runs/{run}/{seq}").status_code != 200:
+        assert time.monotonic() < deadline, "the first execution never counted itself"
+        time.sleep(0.02)  # polling interval
     _kill(stack.workers[0])  # kill -9: the worker and its pool process, mid-call
     stack.start_worker("second")
     call = stack.wait_for(run, seq, {"succeeded"})

@@ -149,6 +149,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         TOOL_MODULES="tests.runs.queue_tools",
         TASK_VISIBILITY_TIMEOUT_S="4",
         TOOL_RETRY_BACKOFF_S="0.05",
+        # Celery's soft limit (timeout + grace) lands far past the timeout test's bound: only
+        # the per-tool timeout can end a stuck tool within it.
+        TOOL_KILL_GRACE_S="15",
     )
     manage(env, "migrate", "--no-input", "-v", "0")
     keys = {}

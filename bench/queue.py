@@ -41,6 +41,8 @@ from tests.processes import (  # noqa: E402
     wait_http,
 )
 
+DEADLINE_S = 60.0  # for one call to finish: a worker that never took it fails the bench
+
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -72,6 +74,8 @@ def main() -> None:
         try:
             base = f"http://127.0.0.1:{port}"
             wait_http(f"{base}/healthz")
+            if worker.poll() is not None:
+                raise SystemExit(f"the worker exited:\n{(data_dir / 'worker.log').read_text()}")
             result = _measure(base, key, options)
         finally:
             worker.terminate()
@@ -93,11 +97,15 @@ def _measure(base: str, key: str, options: argparse.Namespace) -> dict[str, floa
         return int(response.json()["seq"])
 
     def wait_done(s: requests.Session, seq: int) -> None:
+        deadline = time.monotonic() + DEADLINE_S
         while True:
-            call = s.get(f"{calls}/{seq}", params={"wait": 5}).json()
+            call = s.get(f"{calls}/{seq}", params={"wait": 5}, timeout=30).json()
             if call["status"] == "succeeded":
                 return
             assert call["status"] in ("queued", "running"), call
+            assert time.monotonic() < deadline, (
+                f"call {seq} still {call['status']}: is the worker up?"
+            )
 
     wait_done(session, async_echo(session, -1))  # the worker is up and warm
     latencies = []

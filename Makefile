@@ -62,8 +62,10 @@ bench-peers: $(BENCH_STAMP) wrk
 bench-scale: $(STAMP) wrk
 	@$(BIN)/python bench/scale.py $(BENCH_ARGS)
 
-## A Celery worker (needs REDIS_URL).
+## A Celery worker: runs async tool calls and periodic tasks (needs REDIS_URL; without it async
+## tool calls run on a thread pool inside each web process, and no worker is needed).
 worker: migrate
+	@test -n "$$REDIS_URL" || { echo "make worker needs REDIS_URL (e.g. redis://127.0.0.1:6379/0); embedded mode needs no worker." >&2; exit 2; }
 	$(BIN)/celery -A project worker --loglevel INFO
 
 ## Celery beat: periodic tasks such as expiring idle runs (needs REDIS_URL; one per deployment).

@@ -87,7 +87,7 @@ def replay(history: Iterable[Entry], *, until: int | None = None) -> Replayed:
 
 def _summary(entry: Entry) -> str:
     data = entry.data()
-    if entry.kind in ("tool_call", "outcome"):
+    if entry.kind in ("tool_call", "outcome", "claim", "requeue", "cancel"):
         row = data["row"]
         return f"#{row['seq']} {row['name']} {row['status']}"
     if entry.kind == "events":

@@ -154,9 +154,13 @@ def _internal(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 
 from audit.api import router as audit_router  # noqa: E402
+from kv.api import router as kv_router  # noqa: E402
 from memory.api import router as memory_router  # noqa: E402
 from runs.api import router as runs_router  # noqa: E402  (handlers first)
+from tools.api import router as tools_router  # noqa: E402
 
 api.add_router("/v1/", memory_router)
 api.add_router("/v1/", runs_router)
 api.add_router("/v1/", audit_router)
+api.add_router("/v1/", tools_router)
+api.add_router("/v1/", kv_router)

@@ -44,6 +44,12 @@ LIMITS: dict[str, tuple[str, str]] = {
         "RUN_MAX_DB_BYTES",
         "bytes of one run's database, unless the tenant overrides it (413 `run_database_full`)",
     ),
+    "KV_MAX_VALUE_BYTES": ("KV_MAX_VALUE_BYTES", "bytes of one KV value (413)"),
+    "KV_MAX_TTL_S": ("KV_MAX_TTL_S", "seconds a KV value may be kept (422 beyond)"),
+    "TOOL_CALL_WAIT_MAX_S": (
+        "TOOL_CALL_WAIT_MAX_S",
+        "seconds of `?wait=` on GET .../tool-calls/{seq} (422 beyond)",
+    ),
 }
 # Fixed by the JSON parser (project/strictjson.py), not configurable.
 JSON_RULES = (
@@ -68,10 +74,13 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "artifact_exists": (409, "an artifact of that name exists with other bytes"),
     "not_archived": (409, "the run has no archive yet (it is active or being archived)"),
     "run_not_finished": (409, "the run is active: complete it first"),
+    "not_cancellable": (409, "the tool call is not a queued or running async call"),
     "too_large": (413, "a body, value or batch over its limit"),
     "run_database_full": (413, "the run's database reached RUN_MAX_DB_BYTES"),
     "uri_too_long": (414, "request line over API_MAX_REQUEST_LINE"),
     "invalid": (422, "well-formed JSON that breaks the schema (`details` locates it)"),
+    "invalid_args": (422, "async call args that break the tool's JSON schema (`details`)"),
+    "unknown_tool": (422, "an async call of a tool that is not registered (GET /tools)"),
     "too_many_active_runs": (429, "the tenant has TENANT_MAX_ACTIVE_RUNS active runs"),
     "headers_too_large": (431, "too many or too large request headers"),
     "internal_error": (500, "a bug: logged, never caused by client bytes"),
@@ -84,7 +93,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "schema_migrating": (503, "the database is being migrated to the code's schema (Retry-After)"),
     "run_busy": (503, "the run's writer did not take the write in RUN_WRITE_WAIT_S; not written"),
     "lease_lost": (503, "this writer's lease expired before commit (fenced off); not written"),
-    "dependency_unavailable": (503, "Redis is unreachable; nothing was written (Retry-After)"),
+    "dependency_unavailable": (503, "Redis or the task queue is unreachable; nothing written"),
 }
 
 

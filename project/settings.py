@@ -59,6 +59,8 @@ INSTALLED_APPS = [
     "memory",
     "runs",
     "audit",
+    "tools",
+    "kv",
 ]
 
 MIDDLEWARE = [
@@ -167,11 +169,53 @@ else:
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = REDIS_URL or None
+CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
+# A worker killed mid-task (kill -9, OOM): the parent requeues what its child was running; a
+# whole worker lost: Redis hands its unacknowledged tasks to another worker after this long.
+# Keep it above TOOL_MAX_TIMEOUT_S: a task still running past it is delivered a second time
+# (harmless, the call is recorded once, but it runs twice).
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+TASK_VISIBILITY_TIMEOUT_S = _env_int("TASK_VISIBILITY_TIMEOUT_S", 3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": TASK_VISIBILITY_TIMEOUT_S,
+    # Look for tasks of lost workers every few seconds rather than every 100 s (kombu's default).
+    "unacked_restore_interval": max(1, min(10, TASK_VISIBILITY_TIMEOUT_S // 4)),
+    "unacked_restore_throttle": 1,
+}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 
+# --- Async tool calls and the tool registry (runs/queue.py, tools/) ------------------------------
+# Extra modules registering tools (comma-separated), imported when Django starts.
+TOOL_MODULES = [m for m in os.environ.get("TOOL_MODULES", "").split(",") if m.strip()]
+# A tool without its own timeout gets this; none may have more than the maximum.
+TOOL_DEFAULT_TIMEOUT_S = float(os.environ.get("TOOL_DEFAULT_TIMEOUT_S", "30"))
+TOOL_MAX_TIMEOUT_S = float(os.environ.get("TOOL_MAX_TIMEOUT_S", "900"))
+# A worker stuck past its tool's timeout (a tool that ignores the soft limit) is killed this
+# much later.
+TOOL_KILL_GRACE_S = float(os.environ.get("TOOL_KILL_GRACE_S", "5"))
+# Retries of retryable failures wait TOOL_RETRY_BACKOFF_S x 2^(attempt-1), at most the maximum,
+# with jitter.
+TOOL_RETRY_BACKOFF_S = float(os.environ.get("TOOL_RETRY_BACKOFF_S", "1"))
+TOOL_RETRY_BACKOFF_MAX_S = float(os.environ.get("TOOL_RETRY_BACKOFF_MAX_S", "60"))
+# Embedded mode (no REDIS_URL): async calls run on a thread pool of this size in each process.
+TOOL_EMBEDDED_WORKERS = _env_int("TOOL_EMBEDDED_WORKERS", 4)
+# `GET .../tool-calls/{seq}?wait=N` waits at most this long; at most this many requests of a
+# process wait at once (the others answer at once), so long polls never take every thread.
+TOOL_CALL_WAIT_MAX_S = float(os.environ.get("TOOL_CALL_WAIT_MAX_S", "30"))
+TOOL_CALL_WAITERS_PER_PROCESS = _env_int("TOOL_CALL_WAITERS_PER_PROCESS", 4)
+# `sql.query` returns at most this many rows.
+SQL_QUERY_MAX_ROWS = _env_int("SQL_QUERY_MAX_ROWS", 1000)
+# `GET /api/v1/tools` is cached this long (and re-keyed whenever the registry changes).
+TOOLS_CACHE_SECONDS = _env_int("TOOLS_CACHE_SECONDS", 300)
+# The tenant KV (`/api/v1/kv/{key}`).
+KV_DEFAULT_TTL_S = _env_int("KV_DEFAULT_TTL_S", 300)
+KV_MAX_TTL_S = _env_int("KV_MAX_TTL_S", 86400)
+KV_MAX_VALUE_BYTES = _env_int("KV_MAX_VALUE_BYTES", 65536)
+
+# --- Archives (django-storages) -----------------------------------------------------------------
 # --- Archives and artifacts (django-storages) ---------------------------------------------------
 # https://django-storages.readthedocs.io/en/latest/backends/amazon-S3.html
 # Finished runs' databases go to STORAGES["archives"], artifacts' bytes to STORAGES["artifacts"]:

@@ -4,13 +4,16 @@ from typing import Any
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from runs.models import Event, Run, StateCheckpoint, ToolCall
+from runs.selectors import tool_calls_open_counts
 from tenancy.context import run_context
+from tenants.models import Tenant
 
 # What the browser shows of a run's own database: staff status alone never shows tenant data.
 BROWSE_PERMISSIONS = (
@@ -23,6 +26,7 @@ BROWSE_PERMISSIONS = (
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
+    change_list_template = "admin/runs/run_change_list.html"
     list_display = (
         "id",
         "tenant",
@@ -59,6 +63,10 @@ class RunAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "queues_url": reverse("admin:runs_run_queues")}
+        return super().changelist_view(request, extra_context)
+
     @admin.display(description="run database")
     def browse_link(self, obj: Run) -> str:
         url = reverse("admin:runs_run_browse", args=[obj.pk])
@@ -70,7 +78,12 @@ class RunAdmin(admin.ModelAdmin):
                 "<str:run_id>/browse/",
                 self.admin_site.admin_view(self.browse_view),
                 name="runs_run_browse",
-            )
+            ),
+            path(
+                "queues/",
+                self.admin_site.admin_view(self.queues_view),
+                name="runs_run_queues",
+            ),
         ]
         return own + super().get_urls()
 
@@ -97,3 +110,26 @@ class RunAdmin(admin.ModelAdmin):
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/runs/browse.html", context)
+
+    def queues_view(self, request: HttpRequest) -> HttpResponse:
+        """Queued and running async tool calls per tenant (Flower-style, without Flower)."""
+        if not request.user.has_perms(BROWSE_PERMISSIONS):
+            raise PermissionDenied("The queue counts need the view permissions of run browsing.")
+        active = (
+            Run.objects.filter(status=Run.Status.ACTIVE)
+            .values("tenant")
+            .annotate(n=Count("id"))
+            .values_list("tenant", "n")
+        )
+        per_tenant = dict(active)
+        rows = []
+        for tenant in Tenant.objects.filter(pk__in=per_tenant).order_by("slug"):
+            counts = tool_calls_open_counts(tenant=tenant)
+            rows.append({"tenant": tenant, "active_runs": per_tenant[tenant.pk], **counts})
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Async tool calls per tenant",
+            "rows": rows,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/runs/queues.html", context)

@@ -3,12 +3,13 @@ within that tenant, so another tenant's run is the same 404 as an unknown one.""
 
 import re
 
+from django.conf import settings
 from django.http import HttpRequest
 from ninja import Header, Path, Query, Router, Status
 
 from project.exceptions import BadRequest, InvalidInput
 from project.schemas import ErrorOut
-from runs import selectors, services
+from runs import queue, selectors, services
 from runs.models import NAME_PATTERN, Event, Run, StateCheckpoint, ToolCall
 from runs.schemas import (
     MAX_INT,
@@ -100,14 +101,29 @@ def run_get(request: HttpRequest, run_id: str = RUN_ID) -> RunOut:
 
 @router.post(
     "/runs/{run_id}/tool-calls",
-    response={201: ToolCallOut, 200: ToolCallOut, **WRITE},
-    summary="Record a tool call (201; 200 for an idempotent retry)",
+    response={201: ToolCallOut, 202: ToolCallOut, 200: ToolCallOut, **WRITE},
+    summary="Record a tool call (201), or queue a registered tool (`async`: 202); "
+    "200 for an idempotent retry",
 )
 def tool_call_record(request: HttpRequest, body: ToolCallIn, run_id: str = RUN_ID) -> Status:
+    if body.run_async:
+        call, created = services.tool_call_enqueue(
+            run=_run(run_id), name=body.name, args=body.args, idempotency_key=body.idempotency_key
+        )
+        return Status(202 if created else 200, _call_out(call))
     call, created = services.tool_call_record(
         run=_run(run_id), name=body.name, args=body.args, idempotency_key=body.idempotency_key
     )
     return Status(201 if created else 200, _call_out(call))
+
+
+@router.post(
+    "/runs/{run_id}/tool-calls/{seq}/cancel",
+    response={200: ToolCallOut, **WRITE},
+    summary="Cancel a queued or running async call (409 `not_cancellable` otherwise)",
+)
+def tool_call_cancel(request: HttpRequest, run_id: str = RUN_ID, seq: int = SEQ) -> ToolCallOut:
+    return _call_out(queue.tool_call_cancel(run=_run(run_id), seq=seq))
 
 
 @router.patch(
@@ -140,9 +156,33 @@ def tool_calls_list(
     return ToolCallPage(items=[_call_out(c) for c in calls], next=next_after)
 
 
-@router.get("/runs/{run_id}/tool-calls/{seq}", response={200: ToolCallOut, **COMMON})
-def tool_call_get(request: HttpRequest, run_id: str = RUN_ID, seq: int = SEQ) -> ToolCallOut:
-    return _call_out(selectors.tool_call_get(run=_run(run_id), seq=seq))
+@router.get(
+    "/runs/{run_id}/tool-calls/{seq}",
+    response={200: ToolCallOut, **COMMON},
+    summary="One call; `wait=N` waits up to N seconds (at most TOOL_CALL_WAIT_MAX_S) for an "
+    "async call's final status",
+)
+def tool_call_get(
+    request: HttpRequest,
+    run_id: str = RUN_ID,
+    seq: int = SEQ,
+    wait: float = Query(
+        0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds to wait for succeeded, failed or cancelled (0: answer at once); "
+        "above TOOL_CALL_WAIT_MAX_S is a 422.",
+    ),
+) -> ToolCallOut:
+    run = _run(run_id)
+    if wait == 0:
+        return _call_out(selectors.tool_call_get(run=run, seq=seq))
+    if wait > settings.TOOL_CALL_WAIT_MAX_S:
+        raise InvalidInput(
+            f"wait={wait:g} is above TOOL_CALL_WAIT_MAX_S ({settings.TOOL_CALL_WAIT_MAX_S:g}); "
+            "wait again after the answer instead."
+        )
+    return _call_out(queue.tool_call_wait(run=run, seq=seq, wait_s=wait))
 
 
 @router.post(

@@ -101,9 +101,14 @@ class RunInfo(RunScoped, models.Model):
 
 class ToolCall(RunScoped, models.Model):
     class Status(models.TextChoices):
-        PENDING = "pending"
+        PENDING = "pending"  # recorded by the agent, which PATCHes its outcome
+        QUEUED = "queued"  # async: waiting for a worker (or for its next retry)
+        RUNNING = "running"  # async: a worker claimed it (attempt `attempts`)
         SUCCEEDED = "succeeded"
         FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 
     seq = models.AutoField(primary_key=True)
     name = models.CharField(max_length=128)
@@ -120,6 +125,18 @@ class ToolCall(RunScoped, models.Model):
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
     cost_usd = models.FloatField(null=True, blank=True)
+    # Async calls: how many times a worker claimed it (retries and redeliveries included). A
+    # worker records an outcome only for the attempt it claimed (runs.services.tool_call_settle).
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["status"],
+                name="toolcall_open_idx",
+                condition=models.Q(status__in=["queued", "running"]),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.seq} {self.name}"

@@ -99,13 +99,20 @@ class ToolCallIn(Strict):
         description="Retries with the same key and body return the first call (200); "
         "the same key with another name or args is a 409.",
     )
+    run_async: bool = Field(
+        False,
+        alias="async",
+        description="Run the registered tool `name` on a worker: 202 `queued`, args checked "
+        "against the tool's schema (GET /api/v1/tools).",
+    )
 
 
 class ToolCallOut(Schema):
     seq: int
     name: str
     args: Any
-    status: Literal["pending", "succeeded", "failed"]
+    status: Literal["pending", "queued", "running", "succeeded", "failed", "cancelled"]
+    attempts: int = Field(0, description="Async calls: how many times a worker started it.")
     result: Any = None
     error: Any = None
     idempotency_key: str | None

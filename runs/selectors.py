@@ -147,3 +147,36 @@ def state_get(*, run: Run) -> StateCheckpoint | None:
     """Return the current state checkpoint, or None before the first `PUT`."""
     with run_context(run):
         return StateCheckpoint.objects.order_by("-version").first()
+
+
+def tool_calls_open_counts(*, tenant: Tenant) -> dict[str, int]:
+    """Return the tenant's queued and running async calls, over its active runs on this node.
+
+    Read from the run databases (a partial index of open calls), so the counts are exact after
+    any crash; a run whose database cannot be read is skipped. For the admin and `dbstats`.
+    """
+    from django.conf import settings
+    from django.db import DatabaseError
+    from django.db.models import Count
+
+    from project.exceptions import ApplicationError
+
+    counts = {ToolCall.Status.QUEUED.value: 0, ToolCall.Status.RUNNING.value: 0}
+    runs = Run.objects.filter(
+        tenant=tenant, status=Run.Status.ACTIVE, database__home_node=settings.HOME_NODE
+    ).select_related("database")
+    for run in runs:
+        run.tenant = tenant
+        try:
+            with run_context(run):
+                rows = (
+                    ToolCall.objects.filter(status__in=list(counts))
+                    .values("status")
+                    .annotate(n=Count("seq"))
+                    .values_list("status", "n")
+                )
+                for status, n in rows:
+                    counts[status] += n
+        except (ApplicationError, DatabaseError, OSError):
+            continue
+    return counts

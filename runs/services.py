@@ -6,6 +6,7 @@ keeps sequence numbers gapless per run; database triggers refuse writes once the
 so a write racing `run_complete` cannot land after it.
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -19,7 +20,7 @@ from typing import Any
 
 import pydantic_core
 from django.conf import settings
-from django.db import DatabaseError, connections, router
+from django.db import DatabaseError, connections, router, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
@@ -27,6 +28,7 @@ from audit import chain as audit
 from project.exceptions import (
     ApplicationError,
     Conflict,
+    DependencyUnavailable,
     InvalidInput,
     NotFound,
     TooLarge,
@@ -474,3 +476,206 @@ def run_expire(*, run: Run, now: datetime, timeout_s: int) -> bool:
         logger.info("run %s expired after %d s without a write", run.id, timeout_s)
         run_finished.send(sender=Run, run_id=run.id)
     return bool(updated)
+
+
+# --- Async tool calls (issue 10, decision 0030) ---------------------------------------------------
+# A call of a registered tool recorded with `async: true` is `queued`; a worker claims it
+# (`running`, `attempts` + 1) and records the outcome of the attempt it claimed, once: every
+# transition below is a conditional write through the run's single writer, so a redelivered
+# task, a late worker or a cancel racing a worker can never record twice or overwrite a final
+# status. The hand-off to a worker happens only after the run database committed the row.
+
+
+@dataclass(frozen=True)
+class Claim:
+    call: ToolCall
+    attempt: int
+
+
+@dataclass
+class _Handoff:
+    error: BaseException | None = None
+
+
+def tool_call_enqueue(
+    *,
+    run: Run,
+    name: str,
+    args: Any,
+    idempotency_key: str | None = None,
+    dispatch: bool = True,
+) -> tuple[ToolCall, bool]:
+    """Record an async call of the registered tool `name` as `queued`; return (call, created).
+
+    The args are checked against the tool's JSON schema first (422 `invalid_args`). Once the
+    run database committed the call, it is handed to a worker (Celery, or the embedded pool);
+    `dispatch=False` leaves that to the caller (groups and chords: `runs.queue`). The same
+    `idempotency_key` with the same name and args returns the call recorded first.
+    """
+    from runs import queue
+    from tools.registry import registry
+
+    _check_name(name, "Tool name")
+    tool = registry.get(name)
+    check_json_size(args, limit=settings.TOOL_ARGS_MAX_BYTES, what="Tool args")
+    tool.check_args(args)
+    digest = _digest(name, args)
+    if idempotency_key is not None:
+        with run_context(run):
+            if found := _replay(idempotency_key, digest):
+                return found, False
+    handoff = _Handoff()
+
+    def send(seq: int) -> None:
+        try:
+            queue.dispatch(run=run, seq=seq, tool=tool)
+        except Exception as exc:  # after the commit: never fail the writer's batch
+            logger.exception("tool call %s of run %s could not be queued", seq, run.id)
+            handoff.error = exc
+
+    def work() -> tuple[ToolCall, bool]:
+        if idempotency_key is not None and (found := _replay(idempotency_key, digest)):
+            return found, False
+        alias = router.db_for_write(ToolCall)
+        call = insert_row(
+            ToolCall,
+            using=alias,
+            name=name,
+            args=args,
+            digest=digest,
+            idempotency_key=idempotency_key,
+            status=ToolCall.Status.QUEUED,
+        )
+        audit.run_append_row("tool_call", "runs_toolcall", "seq", call.seq)
+        if dispatch:
+            # The run database's commit, not the control plane's (STYLE: on_commit per alias).
+            transaction.on_commit(lambda: send(call.seq), using=alias)
+        return call, True
+
+    call, created = writer.write(run, work)
+    if handoff.error is not None:
+        error = {"code": "dispatch_failed", "message": "The task queue was unreachable."}
+        with contextlib.suppress(ApplicationError, DatabaseError):
+            tool_call_fail_queued(run=run, seq=call.seq, error=error)
+        raise DependencyUnavailable(
+            f"Tool call {call.seq} was recorded but the task queue is unreachable; it is marked "
+            "failed. Retry with a new idempotency key.",
+            seq=call.seq,
+        )
+    return call, created
+
+
+def tool_call_claim(*, run: Run, seq: int) -> Claim | None:
+    """Mark a queued call (or one whose worker died: still `running`) as running, attempt+1.
+
+    Return None when the call is not the worker's to run: finished, cancelled, or not async.
+    """
+
+    def work() -> Claim | None:
+        call = ToolCall.objects.filter(seq=seq).first()
+        if call is None or call.status not in (ToolCall.Status.QUEUED, ToolCall.Status.RUNNING):
+            return None
+        call.status = ToolCall.Status.RUNNING
+        call.attempts += 1
+        call.started_at = timezone.now()
+        call.save(update_fields=["status", "attempts", "started_at"])
+        audit.run_append_row("claim", "runs_toolcall", "seq", seq)
+        return Claim(call, call.attempts)
+
+    return writer.write(run, work)
+
+
+def tool_call_settle(*, run: Run, seq: int, attempt: int, outcome: Outcome) -> ToolCall | None:
+    """Record the outcome of attempt `attempt` of an async call, once.
+
+    None (nothing written) unless the call is still `running` that attempt: cancelled meanwhile,
+    claimed again by a redelivery, or already recorded.
+    """
+    if not outcome.is_error:
+        try:
+            check_json_size(outcome.result, limit=settings.TOOL_RESULT_MAX_BYTES, what="The result")
+        except TooLarge as exc:
+            outcome = Outcome(
+                error={"code": "result_too_large", "message": exc.message},
+                is_error=True,
+                started_at=outcome.started_at,
+                duration_ms=outcome.duration_ms,
+            )
+
+    def work() -> ToolCall | None:
+        call = ToolCall.objects.filter(
+            seq=seq, status=ToolCall.Status.RUNNING, attempts=attempt
+        ).first()
+        if call is None:
+            return None
+        call.status = ToolCall.Status.FAILED if outcome.is_error else ToolCall.Status.SUCCEEDED
+        call.result = None if outcome.is_error else outcome.result
+        call.error = outcome.error if outcome.is_error else None
+        call.completed_at = timezone.now()
+        call.started_at = outcome.started_at or call.started_at
+        call.duration_ms = outcome.duration_ms
+        call.save(
+            update_fields=["status", "result", "error", "completed_at", "started_at", "duration_ms"]
+        )
+        audit.run_append_row("outcome", "runs_toolcall", "seq", seq)
+        return call
+
+    return writer.write(run, work)
+
+
+def tool_call_requeue(*, run: Run, seq: int, attempt: int, error: Any) -> bool:
+    """Put attempt `attempt` back to `queued` (a retryable failure), keeping its error."""
+
+    def work() -> bool:
+        updated = ToolCall.objects.filter(
+            seq=seq, status=ToolCall.Status.RUNNING, attempts=attempt
+        ).update(status=ToolCall.Status.QUEUED, error=error)
+        if updated:
+            audit.run_append_row("requeue", "runs_toolcall", "seq", seq)
+        return bool(updated)
+
+    return writer.write(run, work)
+
+
+def tool_call_fail_queued(*, run: Run, seq: int, error: Any) -> bool:
+    """Mark a call that never reached a worker as failed with `error`."""
+
+    def work() -> bool:
+        updated = ToolCall.objects.filter(seq=seq, status=ToolCall.Status.QUEUED).update(
+            status=ToolCall.Status.FAILED, error=error, completed_at=timezone.now()
+        )
+        if updated:
+            audit.run_append_row("outcome", "runs_toolcall", "seq", seq)
+        return bool(updated)
+
+    return writer.write(run, work)
+
+
+def tool_call_cancel(*, run: Run, seq: int) -> tuple[ToolCall, bool]:
+    """Cancel a queued or running async call; return (call, whether it was running).
+
+    A cancelled call stays cancelled (a second cancel answers the same); a finished or
+    synchronous call is a 409 `not_cancellable`. A worker running it records nothing after.
+    """
+
+    def work() -> tuple[ToolCall, bool]:
+        call = ToolCall.objects.filter(seq=seq).first()
+        if call is None:
+            raise NotFound(f"Run {run.id} has no tool call {seq}.")
+        if call.status == ToolCall.Status.CANCELLED:
+            return call, False
+        if call.status not in (ToolCall.Status.QUEUED, ToolCall.Status.RUNNING):
+            raise Conflict(
+                f"Tool call {seq} is {call.status}; only queued or running async calls can be "
+                "cancelled.",
+                code="not_cancellable",
+            )
+        was_running = call.status == ToolCall.Status.RUNNING
+        call.status = ToolCall.Status.CANCELLED
+        call.error = {"code": "cancelled", "message": "Cancelled by the client."}
+        call.completed_at = timezone.now()
+        call.save(update_fields=["status", "error", "completed_at"])
+        audit.run_append_row("cancel", "runs_toolcall", "seq", seq)
+        return call, was_running
+
+    return writer.write(run, work)

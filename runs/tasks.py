@@ -1,8 +1,17 @@
-"""Celery tasks of agent runs. Celery beat runs `runs_expire_idle` every RUN_EXPIRE_EVERY_S."""
+"""Celery tasks of agent runs. Tasks take ids, never model instances: the worker binds the
+tenant and run itself. Celery beat runs `runs_expire_idle` every RUN_EXPIRE_EVERY_S."""
 
-from celery import shared_task
+from typing import Any
 
+from celery import Task, shared_task
+
+from project.exceptions import Unavailable
+from runs import queue
+from runs.services import events_append
 from runs.services import runs_expire_idle as expire_idle
+
+# A worker that could not reach the run's writer (busy, Redis blip) tries again this often.
+UNAVAILABLE_RETRIES = 20
 
 
 @shared_task(name="runs.expire_idle")
@@ -10,3 +19,37 @@ def runs_expire_idle() -> dict[str, int]:
     """Expire this node's idle runs (idempotent: overlapping or repeated runs are harmless)."""
     result = expire_idle()
     return {"checked": result.checked, "expired": len(result.expired), "errors": len(result.errors)}
+
+
+@shared_task(
+    name="runs.tool_call_execute",
+    bind=True,
+    acks_late=True,  # a worker killed mid-call leaves the task to be delivered again
+    reject_on_worker_lost=True,
+)
+def tool_call_execute(self: Task, tenant_id: str, run_id: str, seq: int) -> dict[str, Any]:
+    """Run async tool call `seq` of the run and record its outcome (idempotent: see
+    `runs.queue.execute`); retryable failures come back after a backoff."""
+    try:
+        done = queue.execute(tenant_id=tenant_id, run_id=run_id, seq=seq)
+    except Unavailable as exc:
+        raise self.retry(
+            exc=exc,
+            countdown=queue.backoff_s(self.request.retries + 1),
+            max_retries=UNAVAILABLE_RETRIES,
+        ) from exc
+    if done.retry_in is not None:
+        # The attempt count lives in the run database; Celery's own count is not the limit.
+        raise self.retry(countdown=done.retry_in, max_retries=None)
+    return done.as_dict()
+
+
+@shared_task(name="runs.tool_calls_gather")
+def tool_calls_gather(
+    results: list[dict[str, Any]], *, tenant_id: str, run_id: str, kind: str
+) -> list[int]:
+    """Chord callback: append one event `kind` with the calls' outcomes to the run."""
+    run = queue.load_run(tenant_id=tenant_id, run_id=run_id)
+    if run is None:
+        return []
+    return events_append(run=run, events=[(kind, {"results": results})])

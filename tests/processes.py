@@ -29,7 +29,8 @@ def project_env(data_dir: Path, **extra: str) -> dict[str, str]:
         CONTROL_DATABASE_URL=f"sqlite:///{data_dir / 'control.sqlite3'}",
         DJANGO_SETTINGS_MODULE="project.settings",
         LOG_LEVEL="WARNING",
-        PYTHONPATH=str(ROOT),
+        # This checkout first; an inherited PYTHONPATH stays after it.
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     )
     env.update(extra)
     return env

@@ -12,7 +12,7 @@ TRIGGER = (
 
 
 class Migration(migrations.Migration):
-    dependencies = [("runs", "0004_runinfo_fence")]
+    dependencies = [("runs", "0005_toolcall_queue_states")]
 
     operations = [
         migrations.CreateModel(

@@ -115,8 +115,19 @@ def test_bad_input_gets_json_errors(acme):
         400,
     )
     expect(acme("POST", f"/runs/{rid}/tool-calls", json={"name": ""}), 422, "invalid")
+    # `async` is a field since async tool calls (issue 10); other unknown fields are refused.
     expect(
-        acme("POST", f"/runs/{rid}/tool-calls", json={"name": "x", "async": True}), 422, "invalid"
+        acme("POST", f"/runs/{rid}/tool-calls", json={"name": "x", "background": True}),
+        422,
+        "invalid",
+    )
+    expect(
+        acme("POST", f"/runs/{rid}/tool-calls", json={"name": "x", "async": "yes"}), 422, "invalid"
+    )
+    expect(
+        acme("POST", f"/runs/{rid}/tool-calls", json={"name": "x", "async": True}),
+        422,
+        "unknown_tool",
     )
     expect(acme("GET", f"/runs/{rid}/tool-calls/0"), 422, "invalid")
     expect(acme("GET", f"/runs/{rid}/tool-calls/99999999999999999999999"), 422, "invalid")

@@ -9,6 +9,7 @@ from django.db.models import Count
 from tqdm import tqdm
 
 from runs.models import Run
+from runs.selectors import tool_calls_open_counts
 from tenancy.paths import absolute
 from tenants.models import Database, Tenant
 
@@ -17,7 +18,9 @@ class Command(BaseCommand):
     help = (
         "Per tenant: number of databases (the tenant's own and one per run), their size on disk "
         "(with -wal files), runs by status, and databases the registry records as damaged, "
-        "missing or quarantined. Reads the control plane and stats files; opens no database."
+        "missing or quarantined. Reads the control plane and stats files; opens no database, "
+        "unless --queues: queued and running async tool calls, read from each active run's "
+        "database on this node."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -25,8 +28,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json", action="store_true", dest="as_json", help="One JSON object per line."
         )
+        parser.add_argument(
+            "--queues",
+            action="store_true",
+            help="Also count queued and running async tool calls (opens active run databases).",
+        )
 
-    def handle(self, *args: Any, tenant: str | None, as_json: bool, **options: Any) -> None:
+    def handle(
+        self, *args: Any, tenant: str | None, as_json: bool, queues: bool, **options: Any
+    ) -> None:
         tenants = Tenant.objects.select_related("database").order_by("slug")
         if tenant is not None:
             tenants = tenants.filter(slug=tenant)
@@ -64,6 +74,8 @@ class Command(BaseCommand):
                     "problems": dict(problems.get(t.id, {})),
                 }
             )
+            if queues:
+                rows[-1]["tool_calls"] = tool_calls_open_counts(tenant=t)
         if as_json:
             for row in rows:
                 self.stdout.write(json.dumps(row, sort_keys=True))
@@ -71,6 +83,10 @@ class Command(BaseCommand):
         self.stdout.write(f"{'tenant':<32} {'dbs':>6} {'MiB':>10}  runs by status  [problems]")
         for row in rows:
             runs_text = ", ".join(f"{k} {v}" for k, v in sorted(row["runs"].items())) or "-"
+            if "tool_calls" in row:
+                runs_text += "  calls: " + ", ".join(
+                    f"{k} {v}" for k, v in sorted(row["tool_calls"].items())
+                )
             if row["problems"]:
                 runs_text += (
                     "  [" + ", ".join(f"{k} {v}" for k, v in sorted(row["problems"].items())) + "]"

@@ -1,0 +1,348 @@
+"""Async tool calls: hand a queued call to a worker, run it there, record its outcome.
+
+With REDIS_URL a Celery task (`runs.tool_call_execute`, Redis broker) carries only ids:
+(tenant id, run id, seq). The worker loads the run within that tenant, binds it
+(`run_context`), claims the call through the run's single writer, runs the tool under its
+timeout and records the outcome of the attempt it claimed (`runs.services`). Embedded (no
+REDIS_URL) the same `execute` runs on a small thread pool in the process that recorded the call,
+so the states are the same with no broker.
+
+Timeouts: in a worker's main thread (Celery prefork or solo) a SIGALRM interrupts the tool at
+its deadline; elsewhere (the embedded pool) the tool runs in its own thread and the call is
+recorded `timeout` at the deadline while that thread is abandoned. Celery's soft and hard time
+limits stand behind both (timeout + TOOL_KILL_GRACE_S, and twice that).
+"""
+
+import concurrent.futures
+import contextvars
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from celery import chord
+from celery.canvas import Signature
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import connections
+from django.utils import timezone
+
+from project.exceptions import ApplicationError
+from runs import selectors, services, waiters
+from runs.exceptions import RunClosed
+from runs.models import Run, ToolCall
+from tenancy import connections as tenant_connections
+from tenancy.context import run_context
+from tools.exceptions import RetryableToolError, ToolCancelled, ToolTimeout, UnknownTool
+from tools.registry import Tool, ToolContext, registry
+
+logger = logging.getLogger(__name__)
+
+
+def task_id(run_id: str, seq: int) -> str:
+    """The Celery task id of a call: the same across retries, so a cancel can revoke it."""
+    return f"toolcall-{run_id}-{seq}"
+
+
+def backoff_s(attempt: int) -> float:
+    """Seconds before retry number `attempt` (1, 2, ...): exponential, capped, jittered."""
+    ceiling = min(
+        settings.TOOL_RETRY_BACKOFF_MAX_S, settings.TOOL_RETRY_BACKOFF_S * 2 ** (attempt - 1)
+    )
+    return ceiling * random.uniform(0.5, 1.0)  # jitter, not security
+
+
+# --- Hand-off ------------------------------------------------------------------------------------
+
+
+def signature(*, run: Run, seq: int, tool: Tool) -> Signature:
+    """The Celery signature running call `seq` of `run` (for groups and chords too)."""
+    from runs.tasks import tool_call_execute
+
+    soft = tool.timeout_s + settings.TOOL_KILL_GRACE_S
+    return tool_call_execute.si(run.tenant_id, run.id, seq).set(
+        task_id=task_id(run.id, seq), soft_time_limit=soft, time_limit=soft * 2
+    )
+
+
+def dispatch(*, run: Run, seq: int, tool: Tool) -> None:
+    """Hand a committed `queued` call to a worker: Celery, or the embedded pool."""
+    if settings.REDIS_URL:
+        signature(run=run, seq=seq, tool=tool).apply_async()
+    else:
+        _pool().submit(_run_embedded, run.tenant_id, run.id, seq)
+
+
+def tool_calls_chord(
+    *, run: Run, calls: list[tuple[str, Any]], kind: str = "tool_calls.gathered"
+) -> list[ToolCall]:
+    """Record `calls` (name, args) as queued, run them in parallel, and when all are done append
+    one event `kind` with their outcomes to the run (a Celery chord; needs REDIS_URL)."""
+    from runs.tasks import tool_calls_gather
+
+    recorded = [
+        services.tool_call_enqueue(run=run, name=name, args=args, dispatch=False)[0]
+        for name, args in calls
+    ]
+    header = [signature(run=run, seq=call.seq, tool=registry.get(call.name)) for call in recorded]
+    chord(header)(tool_calls_gather.s(tenant_id=run.tenant_id, run_id=run.id, kind=kind))
+    return recorded
+
+
+def tool_call_cancel(*, run: Run, seq: int) -> ToolCall:
+    """Cancel a queued or running call, stop its worker if it can, and wake its waiters."""
+    call, was_running = services.tool_call_cancel(run=run, seq=seq)
+    if was_running:
+        if settings.REDIS_URL:
+            from project.celery import app
+
+            # SIGUSR1 is Celery's soft time limit: the tool is interrupted; its outcome is not
+            # recorded (the call is cancelled).
+            app.control.revoke(task_id(run.id, seq), terminate=True, signal="SIGUSR1")
+        else:
+            _cancel_local(run.id, seq)
+    waiters.notify(run.id, seq)
+    return call
+
+
+def tool_call_wait(*, run: Run, seq: int, wait_s: float) -> ToolCall:
+    """Return call `seq` once final, or as it is after `wait_s` seconds (a bounded long poll)."""
+    with waiters.hub.waiting(run.id, seq) as event:
+        call = selectors.tool_call_get(run=run, seq=seq)
+        if event is None or wait_s <= 0 or call.status in ToolCall.TERMINAL:
+            return call
+        if call.status == ToolCall.Status.PENDING:
+            return call  # synchronous: the agent records its outcome; nothing to wait for
+        event.wait(wait_s)
+        return selectors.tool_call_get(run=run, seq=seq)
+
+
+# --- Execution (worker side) ---------------------------------------------------------------------
+
+
+@dataclass
+class Execution:
+    """What one delivery of a call did; the task's result (chords gather these)."""
+
+    seq: int
+    status: str
+    result: Any = None
+    error: Any = None
+    retry_in: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("retry_in")
+        return out
+
+
+def load_run(*, tenant_id: str, run_id: str) -> Run | None:
+    """The run `run_id` of tenant `tenant_id` (both must match), with tenant and database."""
+    return (
+        Run.objects.select_related("tenant", "database")
+        .filter(id=run_id, tenant_id=tenant_id)
+        .first()
+    )
+
+
+def execute(*, tenant_id: str, run_id: str, seq: int) -> Execution:
+    """Run call `seq` of the run if it is the worker's to run, and record the outcome once.
+
+    A call already finished or cancelled is not run again (a redelivery); one still `running`
+    lost its worker (kill -9) and runs again as the next attempt.
+    """
+    run = load_run(tenant_id=tenant_id, run_id=run_id)
+    if run is None:
+        logger.warning("tool call %s: no run %s of tenant %s; dropped", seq, run_id, tenant_id)
+        return Execution(seq, "missing")
+    try:
+        claim = services.tool_call_claim(run=run, seq=seq) if run.is_active else None
+    except RunClosed:
+        claim = None
+    if claim is None:
+        return _as_is(run, seq)
+    call, attempt = claim.call, claim.attempt
+    started_at, started = timezone.now(), time.monotonic()
+    retryable, result = False, None
+    error: dict[str, Any] | None = None
+    tool: Tool | None
+    try:
+        tool = registry.get(call.name)
+    except UnknownTool as exc:
+        tool, error = None, _error(exc)
+    else:
+        ctx = ToolContext(
+            tenant=run.tenant,
+            run=run,
+            seq=seq,
+            attempt=attempt,
+            deadline=started + tool.timeout_s,
+        )
+        with _running(run.id, seq, ctx), run_context(run):
+            try:
+                result = _call(tool, call.args, ctx)
+            except RetryableToolError as exc:
+                error, retryable = _error(exc), True
+            except (SoftTimeLimitExceeded, ToolTimeout):
+                error = {
+                    "code": ToolTimeout.code,
+                    "message": f"Tool {tool.name!r} ran past its timeout of {tool.timeout_s:g} s.",
+                }
+            except ApplicationError as exc:
+                error = _error(exc)
+            except Exception as exc:
+                logger.exception("tool %s failed (run %s, call %s)", call.name, run.id, seq)
+                error = {"code": "tool_error", "message": f"{type(exc).__name__}: {exc}"[:2000]}
+    duration_ms = (time.monotonic() - started) * 1000
+    if (
+        retryable
+        and tool is not None
+        and attempt <= tool.max_retries
+        and services.tool_call_requeue(run=run, seq=seq, attempt=attempt, error=error)
+    ):
+        return Execution(seq, ToolCall.Status.QUEUED, error=error, retry_in=backoff_s(attempt))
+    if error is None:
+        outcome = services.Outcome(result=result, started_at=started_at, duration_ms=duration_ms)
+    else:
+        outcome = services.Outcome(
+            error=error, is_error=True, started_at=started_at, duration_ms=duration_ms
+        )
+    recorded = services.tool_call_settle(run=run, seq=seq, attempt=attempt, outcome=outcome)
+    if recorded is None:
+        return _as_is(run, seq)
+    waiters.notify(run.id, seq)
+    return Execution(seq, recorded.status, result=recorded.result, error=recorded.error)
+
+
+def _as_is(run: Run, seq: int) -> Execution:
+    with run_context(run):
+        call = ToolCall.objects.filter(seq=seq).first()
+    if call is None:
+        return Execution(seq, "missing")
+    return Execution(seq, call.status, result=call.result, error=call.error)
+
+
+def _error(exc: ApplicationError) -> dict[str, Any]:
+    return {"code": exc.code, "message": exc.message}
+
+
+class _Alarm(BaseException):
+    """Raised by SIGALRM in the tool's frame: a BaseException, so `except Exception` in a tool
+    cannot swallow its own timeout."""
+
+
+def _call(tool: Tool, args: Any, ctx: ToolContext) -> Any:
+    """Run the tool, stopping it at `ctx.deadline` (see the module's docstring)."""
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        return _call_with_alarm(tool, args, ctx)
+    return _call_in_thread(tool, args, ctx)
+
+
+def _call_with_alarm(tool: Tool, args: Any, ctx: ToolContext) -> Any:
+    def alarm(signum: int, frame: Any) -> None:
+        raise _Alarm()
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, max(ctx.remaining(), 0.001))
+        try:
+            return tool.function(args, ctx)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Alarm:
+        raise ToolTimeout("timeout") from None
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _call_in_thread(tool: Tool, args: Any, ctx: ToolContext) -> Any:
+    box: dict[str, Any] = {}
+    finished = threading.Event()
+    context = contextvars.copy_context()  # the bound tenant and run go along
+
+    def target() -> None:
+        try:
+            box["result"] = context.run(tool.function, args, ctx)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            finished.set()
+            ctx.cancelled.set()  # wakes the watcher below if it still waits
+            tenant_connections.close_all()
+            connections.close_all()
+
+    thread = threading.Thread(target=target, name=f"tool-{tool.name}", daemon=True)
+    thread.start()
+    # Set by the tool's end (above) or by a cancel; else the deadline passes.
+    cancelled = ctx.cancelled.wait(ctx.remaining())
+    if not finished.is_set():
+        ctx.cancelled.set()  # a cooperative tool (ctx.wait) stops; any other runs on, abandoned
+        if not cancelled:
+            raise ToolTimeout("timeout")
+        raise ToolCancelled("The call was cancelled while running.")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+# Embedded mode: this process's running calls (for cancel) and its pool.
+_running_calls: dict[tuple[str, int], ToolContext] = {}
+_running_lock = threading.Lock()
+
+
+@contextmanager
+def _running(run_id: str, seq: int, ctx: ToolContext) -> Iterator[None]:
+    with _running_lock:
+        _running_calls[(run_id, seq)] = ctx
+    try:
+        yield
+    finally:
+        with _running_lock:
+            _running_calls.pop((run_id, seq), None)
+
+
+def _cancel_local(run_id: str, seq: int) -> None:
+    with _running_lock:
+        ctx = _running_calls.get((run_id, seq))
+    if ctx is not None:
+        ctx.cancelled.set()
+
+
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:  # created on first use: after gunicorn forked this worker
+            _executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=settings.TOOL_EMBEDDED_WORKERS, thread_name_prefix="tool-calls"
+            )
+        return _executor
+
+
+def _run_embedded(tenant_id: str, run_id: str, seq: int, retries: int = 0) -> None:
+    try:
+        done = execute(tenant_id=tenant_id, run_id=run_id, seq=seq)
+        retry_in = done.retry_in
+    except ApplicationError as exc:  # the writer was busy or unreachable: try again later
+        if retries >= 20:
+            logger.error("tool call %s of run %s: giving up after %d retries", seq, run_id, retries)
+            return
+        logger.warning("tool call %s of run %s: %s; retrying", seq, run_id, exc.message)
+        retry_in = backoff_s(retries + 1)
+    except Exception:
+        logger.exception("tool call %s of run %s failed in the embedded pool", seq, run_id)
+        return
+    if retry_in is not None:
+        timer = threading.Timer(
+            retry_in, lambda: _pool().submit(_run_embedded, tenant_id, run_id, seq, retries + 1)
+        )
+        timer.daemon = True
+        timer.start()

@@ -1,0 +1,306 @@
+"""Async tool calls end to end: gunicorn + a real Celery worker (prefork) on the real Redis.
+
+The stack runs in its own processes with its own control plane and Redis db 12 (broker, leases,
+cache, results); tests use the HTTP API and, for canvas primitives, `manage.py shell`.
+"""
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+from celery import Celery
+
+from tests.processes import (
+    PYTHON,
+    ROOT,
+    free_port,
+    manage,
+    project_env,
+    start_gunicorn,
+    stop_gunicorn,
+    wait_http,
+)
+
+pytestmark = pytest.mark.processes
+
+BROKER_URL = os.environ.get("QUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/12")
+DEADLINE_S = 30.0
+
+
+@dataclass
+class Stack:
+    base: str
+    keys: dict[str, str]
+    data_dir: Path
+    env: dict[str, str]
+    workers: list[subprocess.Popen]
+
+    def headers(self, tenant: str = "acme") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[tenant]}"}
+
+    def post(self, path: str, body: dict | None = None, tenant: str = "acme") -> requests.Response:
+        return requests.post(
+            self.base + path, json=body or {}, headers=self.headers(tenant), timeout=10
+        )
+
+    def get(self, path: str, tenant: str = "acme", **params) -> requests.Response:
+        return requests.get(
+            self.base + path, params=params, headers=self.headers(tenant), timeout=60
+        )
+
+    def run(self, tenant: str = "acme") -> str:
+        response = self.post("/api/v1/runs", tenant=tenant)
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    def call(self, run: str, name: str, args: dict, tenant: str = "acme") -> int:
+        response = self.post(
+            f"/api/v1/runs/{run}/tool-calls", {"name": name, "args": args, "async": True}, tenant
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "queued"
+        return response.json()["seq"]
+
+    def wait_for(self, run: str, seq: int, statuses: set[str], tenant: str = "acme") -> dict:
+        """Poll the call until its status is one of `statuses` (long polls for final ones)."""
+        final = statuses <= {"succeeded", "failed", "cancelled"}
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            path = f"/api/v1/runs/{run}/tool-calls/{seq}"
+            call = self.get(path, tenant, wait=5 if final else 0).json()
+            if call["status"] in statuses or time.monotonic() > deadline:
+                assert call["status"] in statuses, call
+                return call
+            if not final:
+                time.sleep(0.02)  # polling interval for a non-final status
+
+    def tenant_id(self, run: str) -> str:
+        with contextlib.closing(sqlite3.connect(self.data_dir / "control.sqlite3")) as db:
+            return db.execute("SELECT tenant_id FROM runs_run WHERE id = ?", [run]).fetchone()[0]
+
+    def start_worker(self, name: str) -> subprocess.Popen:
+        log = (self.data_dir / f"worker-{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [
+                str(Path(PYTHON).parent / "celery"),
+                "-A",
+                "project",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                "1",
+                "-n",
+                f"{name}@%h",
+                "-l",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # kill -9 of the group takes the pool's children too
+        )
+        self.workers.append(proc)
+        app = Celery(broker=BROKER_URL)
+        deadline = time.monotonic() + DEADLINE_S
+        # Each reply is {"<name>@<host>": {"ok": "pong"}}.
+        while not any(
+            node.startswith(f"{name}@") for reply in app.control.ping(timeout=0.5) for node in reply
+        ):
+            assert proc.poll() is None, (self.data_dir / f"worker-{name}.log").read_text()
+            assert time.monotonic() < deadline, f"worker {name} did not answer a ping"
+        return proc
+
+
+def _kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    conn = redis.Redis.from_url(BROKER_URL, socket_connect_timeout=2)
+    try:
+        conn.flushdb()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis is unreachable at {BROKER_URL} ({exc}); start redis-server.")
+    data_dir = tmp_path_factory.mktemp("queue-stack")
+    port = free_port()
+    env = project_env(
+        data_dir,
+        PORT=str(port),
+        WEB_CONCURRENCY="1",
+        WEB_THREADS="8",
+        ACCESS_LOG="",
+        REDIS_URL=BROKER_URL,
+        TOOL_MODULES="tests.runs.queue_tools",
+        TASK_VISIBILITY_TIMEOUT_S="4",
+        TOOL_RETRY_BACKOFF_S="0.05",
+        # Celery's soft limit (timeout + grace) lands far past the timeout test's bound: only
+        # the per-tool timeout can end a stuck tool within it.
+        TOOL_KILL_GRACE_S="15",
+    )
+    manage(env, "migrate", "--no-input", "-v", "0")
+    keys = {}
+    for slug in ("acme", "globex"):
+        manage(env, "create_tenant", slug)
+        keys[slug] = manage(env, "create_api_key", slug).stdout.strip().splitlines()[-1]
+    web = start_gunicorn(env, data_dir / "gunicorn.log")
+    stack = Stack(f"http://127.0.0.1:{port}", keys, data_dir, env, [])
+    try:
+        wait_http(f"{stack.base}/healthz")
+        stack.start_worker("first")
+        yield stack
+    finally:
+        for proc in stack.workers:
+            _kill(proc, signal.SIGTERM) if proc.poll() is None else None
+        stop_gunicorn(web)
+        conn.flushdb()
+
+
+def test_async_call_goes_queued_running_succeeded_with_its_result_in_the_run_database(stack):
+    run = stack.run()
+    seq = stack.call(run, "test.count", {"seconds": 1})
+    running = stack.wait_for(run, seq, {"running", "succeeded"})
+    assert running["status"] == "running" and running["attempts"] == 1
+    done = stack.wait_for(run, seq, {"succeeded"})
+    assert done["result"] == {"executions": 1}
+    assert done["started_at"] and done["completed_at"] and done["duration_ms"] >= 900
+    with contextlib.closing(sqlite3.connect(next(stack.data_dir.rglob(f"{run}.sqlite3")))) as db:
+        status, result = db.execute(
+            "SELECT status, result FROM runs_toolcall WHERE seq = ?", [seq]
+        ).fetchone()
+    assert (status, result) == ("succeeded", '{"executions": 1}')
+
+
+def test_long_poll_answers_when_the_call_finishes(stack):
+    run = stack.run()
+    seq = stack.call(run, "sleep", {"seconds": 0.5})
+    started = time.monotonic()
+    call = stack.get(f"/api/v1/runs/{run}/tool-calls/{seq}", wait=20).json()
+    assert call["status"] == "succeeded"
+    assert time.monotonic() - started < 10  # woken by the outcome, not by the end of the wait
+
+
+def test_failing_tool_is_recorded_failed_with_its_error(stack):
+    run = stack.run()
+    seq = stack.call(run, "test.fail", {})
+    call = stack.wait_for(run, seq, {"failed"})
+    assert call["error"] == {"code": "boom", "message": "the tool failed on purpose"}
+    assert call["result"] is None and call["attempts"] == 1
+
+
+def test_retryable_failures_are_retried_until_success(stack):
+    run = stack.run()
+    seq = stack.call(run, "test.flaky", {"succeed_on": 3})
+    call = stack.wait_for(run, seq, {"succeeded"})
+    assert call["result"] == {"attempt": 3} and call["attempts"] == 3
+
+
+def test_a_tool_past_its_timeout_is_failed_with_a_timeout_error(stack):
+    run = stack.run()
+    seq = stack.call(run, "test.stuck", {})
+    call = stack.wait_for(run, seq, {"failed"})
+    assert call["error"]["code"] == "timeout"
+    assert call["duration_ms"] < 10_000
+    # The worker is free again: the next call runs.
+    assert stack.wait_for(run, stack.call(run, "echo", {"x": 1}), {"succeeded"})["result"] == {
+        "x": 1
+    }
+
+
+def test_cancel_of_a_queued_call_means_it_never_runs(stack):
+    run = stack.run()
+    blocker = stack.call(run, "sleep", {"seconds": 2})  # the only worker process is busy
+    stack.wait_for(run, blocker, {"running"})
+    seq = stack.call(run, "test.count", {})
+    response = stack.post(f"/api/v1/runs/{run}/tool-calls/{seq}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    stack.wait_for(run, blocker, {"succeeded"})
+    after = stack.call(run, "echo", {})  # FIFO with one worker: runs after the cancelled one
+    stack.wait_for(run, after, {"succeeded"})
+    call = stack.get(f"/api/v1/runs/{run}/tool-calls/{seq}").json()
+    assert call["status"] == "cancelled" and call["attempts"] == 0
+    assert stack.get(f"/api/v1/memory/runs/{run}/{seq}").status_code == 404  # it never ran
+    again = stack.post(f"/api/v1/runs/{run}/tool-calls/{after}/cancel")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "not_cancellable"
+
+
+def test_cancel_of_a_running_call_stops_it_and_nothing_is_recorded_after(stack):
+    run = stack.run()
+    seq = stack.call(run, "sleep", {"seconds": 20})
+    stack.wait_for(run, seq, {"running"})
+    assert stack.post(f"/api/v1/runs/{run}/tool-calls/{seq}/cancel").status_code == 200
+    after = stack.call(run, "echo", {})
+    stack.wait_for(run, after, {"succeeded"})  # long before the 20 s sleep would have ended
+    assert stack.get(f"/api/v1/runs/{run}/tool-calls/{seq}").json()["status"] == "cancelled"
+
+
+def test_worker_killed_mid_call_is_redelivered_and_recorded_exactly_once(stack):
+    run = stack.run()
+    seq = stack.call(run, "test.count", {"seconds": 1.5})
+    stack.wait_for(run, seq, {"running"})
+    # `running` is committed before the tool starts: kill only once its first execution counted.
+    deadline = time.monotonic() + DEADLINE_S
+    while stack.get(f"/api/v1/memory/runs/{run}/{seq}").status_code != 200:
+        assert time.monotonic() < deadline, "the first execution never counted itself"
+        time.sleep(0.02)  # polling interval
+    _kill(stack.workers[0])  # kill -9: the worker and its pool process, mid-call
+    stack.start_worker("second")
+    call = stack.wait_for(run, seq, {"succeeded"})
+    # Ran twice (the first run died), recorded once, by the attempt that finished.
+    assert call["attempts"] == 2 and call["result"] == {"executions": 2}
+    completed_at = call["completed_at"]
+
+    # A further delivery of the finished call (as a broker may redeliver) runs nothing.
+    Celery(broker=BROKER_URL).send_task(
+        "runs.tool_call_execute", args=[stack.tenant_id(run), run, seq]
+    )
+    stack.wait_for(run, stack.call(run, "echo", {}), {"succeeded"})  # FIFO: it went first
+    again = stack.get(f"/api/v1/runs/{run}/tool-calls/{seq}").json()
+    assert again["completed_at"] == completed_at and again["attempts"] == 2
+    assert stack.get(f"/api/v1/memory/runs/{run}/{seq}").json()["version"] == 2
+
+
+CHORD = """
+import json
+from runs.queue import tool_calls_chord
+from runs.models import Run
+for run_id, marker in {pairs!r}:
+    run = Run.objects.select_related("tenant", "database").get(id=run_id)
+    calls = [("echo", {{"tenant": marker, "i": i}}) for i in range(3)]
+    calls = tool_calls_chord(run=run, calls=calls)
+    print(json.dumps([c.seq for c in calls]))
+"""
+
+
+def test_a_chord_callback_records_into_the_right_tenants_run(stack):
+    runs = {"acme": stack.run("acme"), "globex": stack.run("globex")}
+    pairs = [(runs["acme"], "acme"), (runs["globex"], "globex")]
+    manage(stack.env, "shell", "-c", CHORD.format(pairs=pairs))
+    for tenant, run in runs.items():
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            events = stack.get(f"/api/v1/runs/{run}/events", tenant, kind="tool_calls.gathered")
+            items = events.json()["items"]
+            if items or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)  # polling interval
+        assert len(items) == 1, items
+        results = items[0]["payload"]["results"]
+        assert sorted(r["result"]["i"] for r in results) == [0, 1, 2]
+        assert {r["result"]["tenant"] for r in results} == {tenant}
+        assert {r["status"] for r in results} == {"succeeded"}

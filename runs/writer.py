@@ -111,14 +111,22 @@ def write(run: "Run", work: Callable[[], T]) -> T:
             if job.done:
                 break
     if job.error is not None:
-        # A copy: one batch error is raised in many threads, each growing its traceback.
-        raise copy.copy(job.error) from job.error.__cause__
+        raise _fresh(job.error) from job.error.__cause__
     if not job.committed:  # the leader was interrupted (BaseException) before an outcome
         raise RunBusy(
             f"The writer of run {run.id} was interrupted; retry (with the same idempotency key).",
             retry_after=1,
         )
     return job.result  # type: ignore[no-any-return]
+
+
+def _fresh(error: BaseException) -> BaseException:
+    """Return a copy of `error` to raise in this thread: one batch error is raised in many
+    threads, and re-raising one object grows its traceback with every thread's frames."""
+    try:
+        return copy.copy(error)
+    except Exception:  # an exception class that cannot be rebuilt from its args
+        return error.with_traceback(None)
 
 
 def _wait_or_lead(queue: _Queue, job: _Job, deadline: float, run_id: str) -> list[_Job] | None:

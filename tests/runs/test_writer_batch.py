@@ -51,3 +51,14 @@ def test_a_conflict_in_one_job_keeps_the_others(run):
     assert isinstance(conflict.error, StaleVersion) and not conflict.committed
     assert first.committed and last.committed
     assert (first.result, last.result) == (1, 2)  # gapless: the failed job took no seq
+
+
+def test_an_error_with_keyword_only_arguments_reaches_the_caller_intact(run):
+    from tenancy.exceptions import SchemaMigrating
+
+    def migrating():
+        raise SchemaMigrating("migrating", retry_after_s=7)
+
+    with pytest.raises(SchemaMigrating) as raised:
+        writer.write(run, migrating)
+    assert raised.value.headers["Retry-After"] == "7"

@@ -36,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
+from bench.loadgen import wrk_command  # noqa: E402
 from tests.processes import (  # noqa: E402
     free_port,
     manage,
@@ -74,17 +75,7 @@ def wrk(url: str, key: str, body: str, *, connections: int, seconds: float, tmp:
     script = tmp / f"wrk-{time.monotonic_ns()}.lua"
     script.write_text(WRK_SCRIPT.format(key=key, body=body))
     out = subprocess.run(
-        [
-            "wrk",
-            f"-t{min(connections, 2)}",
-            f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--timeout",
-            "30s",
-            "-s",
-            str(script),
-            url,
-        ],
+        wrk_command(url, script, connections=connections, seconds=seconds),
         capture_output=True,
         text=True,
         check=True,

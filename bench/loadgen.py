@@ -18,6 +18,21 @@ def require_wrk() -> None:
         raise SystemExit("wrk is not installed: apt-get install wrk (make bench-peers does it)")
 
 
+def wrk_command(url: str, script: Path, *, connections: int, seconds: float) -> list[str]:
+    """Return the `wrk` command line every HTTP bench uses: at most 2 client threads (2 cores)."""
+    return [
+        "wrk",
+        f"-t{min(connections, 2)}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(script),
+        url,
+    ]
+
+
 def write_targets(path: Path, targets: list[list[str]]) -> Path:
     """Write [host, key, run] targets as the Lua script reads them; return `path`."""
     path.write_text("".join(f"{host} {key} {run}\n" for host, key, run in targets))
@@ -44,17 +59,7 @@ def wrk(
         "BENCH_SEQS": str(seqs),
     }
     out = subprocess.run(
-        [
-            "wrk",
-            f"-t{min(connections, 2)}",
-            f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--timeout",
-            "30s",
-            "-s",
-            str(LUA),
-            base,
-        ],
+        wrk_command(base, LUA, connections=connections, seconds=seconds),
         capture_output=True,
         text=True,
         check=True,

@@ -159,7 +159,7 @@ def check_header(path: Path, size: int) -> str | None:
     try:
         conn.execute("PRAGMA schema_version").fetchone()
     except sqlite3.DatabaseError as exc:
-        if primary_code(exc) in (SQLITE_NOTADB, SQLITE_CORRUPT):
+        if primary_code(exc) in (SQLITE_NOTADB, SQLITE_CORRUPT) and not _reads_locked(path):
             return f"is not a SQLite database (no SQLite header; {size} bytes)"
         if descriptors_exhausted(exc):
             raise exhausted("reading a database header") from exc
@@ -167,6 +167,23 @@ def check_header(path: Path, size: int) -> str | None:
     finally:
         conn.close()
     return None
+
+
+def _reads_locked(path: Path) -> bool:
+    """Whether SQLite reads the file's schema through a read-only connection with its locks."""
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+        return True
+    except sqlite3.DatabaseError as exc:
+        if descriptors_exhausted(exc):
+            raise exhausted("reading a database header") from exc
+        return False
+    finally:
+        conn.close()
 
 
 class FileFault(Exception):

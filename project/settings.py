@@ -77,6 +77,17 @@ MIDDLEWARE = [
     "tenants.middleware.ApiKeyTenantMiddleware",
     "project.middleware.FailSafeMiddleware",
 ]
+# What the API does not use: static files, sessions, CSRF (the API takes API keys, never
+# cookies), users, messages, frames. `project.wsgi` serves /api/ without them (decision 0043).
+SITE_ONLY_MIDDLEWARE = (
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+)
+API_MIDDLEWARE = [m for m in MIDDLEWARE if m not in SITE_ONLY_MIDDLEWARE]
 
 ROOT_URLCONF = "project.urls"
 WSGI_APPLICATION = "project.wsgi.application"

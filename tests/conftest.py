@@ -77,6 +77,30 @@ def other_tenant(db):
     return tenant_create(slug="globex", name="Globex")
 
 
+@pytest.fixture
+def client(client):
+    """pytest-django's client, with /api/ served by the API's lean middleware as in production
+    (project/wsgi.py)."""
+    from django.test.client import ClientHandler
+
+    from project.wsgi import ApiMiddlewareMixin, is_api
+
+    class ApiClientHandler(ApiMiddlewareMixin, ClientHandler):
+        pass
+
+    site, api = client.handler, ApiClientHandler(enforce_csrf_checks=False)
+
+    class ByPath:
+        def __call__(self, environ):
+            return (api if is_api(environ) else site)(environ)
+
+        def __getattr__(self, name):
+            return getattr(site, name)
+
+    client.handler = ByPath()
+    return client
+
+
 @dataclass
 class ApiClient:
     """Django's test client with a tenant's bearer key on every request."""

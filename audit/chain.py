@@ -41,15 +41,17 @@ def encode(value: Any) -> str:
 def _append(alias: str, table: str, kind: str, body: str) -> str:
     connection = connections[alias]
     created_at = str(connection.ops.adapt_datetimefield_value(timezone.now()))
-    with connection.cursor() as cursor:
+    connection.ensure_connection()
+    # The raw connection (two statements on the writer's hot path), with Django's errors.
+    with connection.wrap_database_errors:
+        raw = connection.connection
         # Inside the writer's transaction (BEGIN IMMEDIATE): the head cannot move under us.
-        cursor.execute(f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1")
-        head = cursor.fetchone()
+        head = raw.execute(f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
         digest = entry_hash(seq=seq, kind=kind, created_at=created_at, prev_hash=prev, body=body)
-        cursor.execute(
+        raw.execute(
             f"INSERT INTO {table} (seq, kind, body, created_at, prev_hash, hash) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
+            "VALUES (?, ?, ?, ?, ?, ?)",
             [seq, kind, body, created_at, prev, digest],
         )
     return digest
@@ -79,6 +81,13 @@ def run_append_row(kind: str, table: str, pk: str, value: Any) -> None:
         values = [str(v) if isinstance(v, datetime) else v for v in cursor.fetchone()]
         row = dict(zip(names, values, strict=True))
     _append(alias, RUN_TABLE, kind, encode({"table": table, "pk": pk, "row": row}))
+
+
+def run_append_stored(kind: str, table: str, pk: str, row: dict[str, Any]) -> None:
+    """`run_append_row` for a row its writer has just inserted and knows as stored
+    (`tenancy.rows.insert_stored`), without reading it back."""
+    if settings.AUDIT_RUNS:
+        _append(run_alias(), RUN_TABLE, kind, encode({"table": table, "pk": pk, "row": row}))
 
 
 def run_append_rows(

@@ -47,3 +47,71 @@ def insert_row(model: type[M], *, using: str = "default", **values: Any) -> M:
         row[meta.pk.attname] = cursor.fetchone()[0]
     names = [f.attname for f in meta.concrete_fields]
     return model.from_db(using, names, [row.get(name) for name in names])
+
+
+class _Plan:
+    """One model's INSERT of every concrete column but an auto primary key, on the raw
+    connection, and the stored form of the defaults that are constants."""
+
+    def __init__(self, model: type[Model]):
+        meta = model._meta
+        self.pk = meta.pk
+        self.fields = [
+            f
+            for f in meta.concrete_fields
+            if not (f.primary_key and f.get_internal_type().endswith("AutoField"))
+        ]
+        self.sql = 'INSERT INTO "{}" ({}) VALUES ({}) RETURNING "{}"'.format(
+            meta.db_table,
+            ", ".join(f'"{f.column}"' for f in self.fields),
+            ", ".join("?" * len(self.fields)),
+            self.pk.column,
+        )
+        self.constant_defaults: dict[str, Any] | None = None
+
+    def defaults(self, connection: Any) -> dict[str, Any]:
+        if self.constant_defaults is None:
+            self.constant_defaults = {
+                f.attname: _stored(f.get_db_prep_save(f.get_default(), connection))
+                for f in self.fields
+                if not callable(f.default)
+            }
+        return self.constant_defaults
+
+
+_plans: dict[type[Model], _Plan] = {}
+
+
+def _stored(value: Any) -> Any:
+    return int(value) if isinstance(value, bool) else value  # SQLite keeps booleans as 0/1
+
+
+def insert_stored(model: type[Model], *, using: str, **values: Any) -> dict[str, Any]:
+    """INSERT one row of `model` into a SQLite database through the raw connection, inside the
+    caller's transaction; return the row as stored, `{column: value}`, primary key included.
+
+    For the run writer's critical section: no model instance, no ORM cursor wrappers, and the
+    row comes back without a SELECT (the audit trail records it as stored). Values are
+    attnames; fields not given take their defaults (callable ones are computed per row).
+    Database errors are Django's, as through a cursor.
+    """
+    plan = _plans.get(model) or _plans.setdefault(model, _Plan(model))
+    connection = connections[using]
+    unknown = set(values) - {f.attname for f in plan.fields}
+    if unknown:
+        raise TypeError(f"{model.__name__} has no fields {sorted(unknown)}.")
+    defaults = plan.defaults(connection)
+    row: dict[str, Any] = {}
+    for field in plan.fields:
+        if field.attname in values:
+            value = _stored(field.get_db_prep_save(values[field.attname], connection))
+        elif field.attname in defaults:
+            value = defaults[field.attname]
+        else:
+            value = _stored(field.get_db_prep_save(field.get_default(), connection))
+        row[str(field.column)] = value
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        cursor = connection.connection.execute(plan.sql, list(row.values()))
+        row[str(plan.pk.column)] = cursor.fetchone()[0]
+    return row

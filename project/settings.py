@@ -197,6 +197,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": 1,
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A worker process runs TOOL_WORKER_THREADS calls at once on Celery's threads pool: the calls of
+# one run then share its writer's transactions (group commit) instead of one each (decision
+# 0039). `celery worker -P prefork` still works (one call per child, SIGALRM timeouts).
+CELERY_WORKER_POOL = "threads"
+TOOL_WORKER_THREADS = _env_int("TOOL_WORKER_THREADS", 16)
+CELERY_WORKER_CONCURRENCY = TOOL_WORKER_THREADS
 
 # --- Async tool calls and the tool registry (runs/queue.py, tools/) ------------------------------
 # Extra modules registering tools (comma-separated), imported when Django starts.

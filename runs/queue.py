@@ -13,6 +13,7 @@ recorded `timeout` at the deadline while that thread is abandoned. Celery's soft
 limits stand behind both (timeout + TOOL_KILL_GRACE_S, and twice that).
 """
 
+import collections
 import concurrent.futures
 import contextvars
 import logging
@@ -33,6 +34,7 @@ from django.db import connections
 from django.utils import timezone
 
 from project.exceptions import ApplicationError
+from project.memo import Memo
 from runs import selectors, services, waiters
 from runs.exceptions import RunClosed
 from runs.models import Run, ToolCall
@@ -141,12 +143,21 @@ class Execution:
         return out
 
 
+# Runs by (tenant id, run id), memoised like the API's lookups (`project.memo`): a worker takes
+# many calls of one run in a row. A run completed meanwhile still looks active for a few
+# seconds here, but its database's triggers refuse the claim (RunClosed): nothing runs.
+_runs: Memo[Run] = Memo()
+
+
 def load_run(*, tenant_id: str, run_id: str) -> Run | None:
     """The run `run_id` of tenant `tenant_id` (both must match), with tenant and database."""
-    return (
-        Run.objects.select_related("tenant", "database")
-        .filter(id=run_id, tenant_id=tenant_id)
-        .first()
+    return _runs.get_or_load(
+        (tenant_id, run_id),
+        lambda: (
+            Run.objects.select_related("tenant", "database")
+            .filter(id=run_id, tenant_id=tenant_id)
+            .first()
+        ),
     )
 
 
@@ -290,27 +301,52 @@ def _call_in_thread(tool: Tool, args: Any, ctx: ToolContext) -> Any:
     return box["result"]
 
 
-# Embedded mode: this process's running calls (for cancel) and its pool.
+# This process's running calls, for cancel: set their context's event. Embedded, the cancel
+# comes from this process; in a Celery worker, from the outcome notifications (`runs.waiters`):
+# a call that reached a final status elsewhere (cancelled) is stopped here. Prefork children
+# are interrupted by the revoke as well. Notifications of calls not running here are kept for
+# a moment (the last RECENT_DONE), so a cancel that landed between a claim and the tool's start
+# still stops it.
+RECENT_DONE = 4096
 _running_calls: dict[tuple[str, int], ToolContext] = {}
+_recent_done: "collections.OrderedDict[tuple[str, int], None]" = collections.OrderedDict()
 _running_lock = threading.Lock()
+_watching = False
 
 
 @contextmanager
 def _running(run_id: str, seq: int, ctx: ToolContext) -> Iterator[None]:
+    key = (run_id, seq)
+    if settings.REDIS_URL:
+        _watch_cancels()
     with _running_lock:
-        _running_calls[(run_id, seq)] = ctx
+        _running_calls[key] = ctx
+        if key in _recent_done:
+            ctx.cancelled.set()
     try:
         yield
     finally:
         with _running_lock:
-            _running_calls.pop((run_id, seq), None)
+            _running_calls.pop(key, None)
 
 
 def _cancel_local(run_id: str, seq: int) -> None:
+    key = (run_id, seq)
     with _running_lock:
-        ctx = _running_calls.get((run_id, seq))
+        ctx = _running_calls.get(key)
+        if ctx is None:
+            _recent_done[key] = None
+            if len(_recent_done) > RECENT_DONE:
+                _recent_done.popitem(last=False)
     if ctx is not None:
         ctx.cancelled.set()
+
+
+def _watch_cancels() -> None:
+    global _watching
+    if not _watching:
+        _watching = True
+        waiters.hub.watch(_cancel_local)
 
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None

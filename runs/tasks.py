@@ -26,6 +26,10 @@ def runs_expire_idle() -> dict[str, int]:
     bind=True,
     acks_late=True,  # a worker killed mid-call leaves the task to be delivered again
     reject_on_worker_lost=True,
+    # The outcome lives in the run database; storing it in Redis too cost a round trip per
+    # call. Chords still gather the results: Celery hands them to the chord either way.
+    ignore_result=True,
+    typing=False,  # the arguments are ours: no inspect.signature bind per call
 )
 def tool_call_execute(self: Task, tenant_id: str, run_id: str, seq: int) -> dict[str, Any]:
     """Run async tool call `seq` of the run and record its outcome (idempotent: see

@@ -13,7 +13,7 @@ import functools
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 from django.conf import settings
@@ -31,6 +31,7 @@ class Hub:
         self._waiters: dict[tuple[str, int], set[threading.Event]] = defaultdict(set)
         self._count = 0
         self._listener: threading.Thread | None = None
+        self._watchers: list[Callable[[str, int], None]] = []
 
     @contextlib.contextmanager
     def waiting(self, run_id: str, seq: int) -> Iterator[threading.Event | None]:
@@ -57,10 +58,20 @@ class Hub:
                 if not self._waiters[key]:
                     del self._waiters[key]
 
+    def watch(self, callback: Callable[[str, int], None]) -> None:
+        """Call `callback(run_id, seq)` on every notification this process receives, from now
+        on (a worker stops its own run of a call cancelled elsewhere). Needs REDIS_URL."""
+        with self._lock:
+            self._watchers.append(callback)
+        self._ensure_listener()
+
     def wake(self, run_id: str, seq: int) -> None:
         with self._lock:
             for event in self._waiters.get((run_id, seq), ()):
                 event.set()
+            watchers = list(self._watchers)
+        for callback in watchers:
+            callback(run_id, seq)
 
     def wake_all(self) -> None:
         with self._lock:

@@ -1,10 +1,14 @@
-"""Async tool calls end to end: gunicorn + a real Celery worker (prefork) on the real Redis.
+"""Async tool calls end to end: gunicorn + a real Celery worker on the real Redis.
 
 The stack runs in its own processes with its own control plane and Redis db 12 (broker, leases,
-cache, results); tests use the HTTP API and, for canvas primitives, `manage.py shell`.
+cache, results); tests use the HTTP API and, for canvas primitives, `manage.py shell`. Every
+test runs against both pools: prefork (one call per child, SIGALRM timeouts, cancel by revoke)
+and threads (what `make worker` runs: tool threads with deadlines, cancel by notification),
+each with one call at a time so that "the only worker is busy" holds.
 """
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -43,6 +47,7 @@ class Stack:
     data_dir: Path
     env: dict[str, str]
     workers: list[subprocess.Popen]
+    pool: str
 
     def headers(self, tenant: str = "acme") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[tenant]}"}
@@ -87,7 +92,7 @@ class Stack:
         with contextlib.closing(sqlite3.connect(self.data_dir / "control.sqlite3")) as db:
             return db.execute("SELECT tenant_id FROM runs_run WHERE id = ?", [run]).fetchone()[0]
 
-    def start_worker(self, name: str) -> subprocess.Popen:
+    def start_worker(self, name: str, concurrency: int = 1) -> subprocess.Popen:
         log = (self.data_dir / f"worker-{name}.log").open("ab")
         proc = subprocess.Popen(
             [
@@ -96,9 +101,9 @@ class Stack:
                 "project",
                 "worker",
                 "-P",
-                "prefork",
+                self.pool,
                 "-c",
-                "1",
+                str(concurrency),
                 "-n",
                 f"{name}@%h",
                 "-l",
@@ -130,8 +135,10 @@ def _kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=["prefork", "threads"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     conn = redis.Redis.from_url(BROKER_URL, socket_connect_timeout=2)
     try:
         conn.flushdb()
@@ -159,10 +166,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         manage(env, "create_tenant", slug)
         keys[slug] = manage(env, "create_api_key", slug).stdout.strip().splitlines()[-1]
     web = start_gunicorn(env, data_dir / "gunicorn.log")
-    stack = Stack(f"http://127.0.0.1:{port}", keys, data_dir, env, [])
+    stack = Stack(f"http://127.0.0.1:{port}", keys, data_dir, env, [], request.param)
     try:
         wait_http(f"{stack.base}/healthz")
-        stack.start_worker("first")
+        stack.start_worker(f"first-{stack.pool}")
         yield stack
     finally:
         for proc in stack.workers:
@@ -258,8 +265,8 @@ def test_worker_killed_mid_call_is_redelivered_and_recorded_exactly_once(stack):
     while stack.get(f"/api/v1/memory/runs/{run}/{seq}").status_code != 200:
         assert time.monotonic() < deadline, "the first execution never counted itself"
         time.sleep(0.02)  # polling interval
-    _kill(stack.workers[0])  # kill -9: the worker and its pool process, mid-call
-    stack.start_worker("second")
+    _kill(stack.workers[-1])  # kill -9: the worker and its pool process, mid-call
+    stack.start_worker(f"second-{stack.pool}")
     call = stack.wait_for(run, seq, {"succeeded"})
     # Ran twice (the first run died), recorded once, by the attempt that finished.
     assert call["attempts"] == 2 and call["result"] == {"executions": 2}
@@ -304,3 +311,45 @@ def test_a_chord_callback_records_into_the_right_tenants_run(stack):
         assert sorted(r["result"]["i"] for r in results) == [0, 1, 2]
         assert {r["result"]["tenant"] for r in results} == {tenant}
         assert {r["status"] for r in results} == {"succeeded"}
+
+
+def _audit_kinds(stack: Stack, run: str) -> dict[int, list[str]]:
+    """The audit entries of each tool call of the run, by seq, in order."""
+    path = next(stack.data_dir.rglob(f"{run}.sqlite3"))
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT kind, body FROM audit_runentry ORDER BY seq").fetchall()
+    kinds: dict[int, list[str]] = {}
+    for kind, body in rows:
+        entry = json.loads(body)
+        if entry.get("table") == "runs_toolcall" and "row" in entry:
+            kinds.setdefault(entry["row"]["seq"], []).append(kind)
+    return kinds
+
+
+def test_a_worker_killed_mid_batch_loses_no_call_and_records_none_twice(stack):
+    """Many calls of one run in flight on one worker (their claims and outcomes share the run
+    writer's transactions); kill -9 while some are running: every call is recorded once."""
+    if stack.pool != "threads":
+        pytest.skip("batches of one run need a worker running several calls at once")
+    for proc in stack.workers:
+        _kill(proc)
+    run = stack.run()
+    seqs = [stack.call(run, "test.count", {"seconds": 0.3}) for _ in range(40)]
+    stack.start_worker("batch", concurrency=8)
+    stack.wait_for(run, seqs[10], {"running", "succeeded"})
+    _kill(stack.workers[-1])  # mid-batch: some calls done, some running, the rest queued
+    stack.start_worker("after-batch", concurrency=8)
+    outcomes = {}
+    for seq in seqs:
+        call = stack.wait_for(run, seq, {"succeeded"})
+        outcomes[seq] = call
+    kinds = _audit_kinds(stack, run)
+    for seq, call in outcomes.items():
+        # One outcome per call; a redelivered call that had finished did not run again.
+        assert kinds[seq].count("outcome") == 1, (seq, kinds[seq])
+        assert kinds[seq].count("claim") == call["attempts"], (seq, kinds[seq], call)
+        # Every execution was a claimed attempt, and none ran after the outcome.
+        assert 1 <= call["result"]["executions"] <= call["attempts"], call
+        memory = stack.get(f"/api/v1/memory/runs/{run}/{seq}").json()
+        assert memory["version"] == call["result"]["executions"], (memory, call)
+    assert any(call["attempts"] == 2 for call in outcomes.values())  # some died running

@@ -1,9 +1,11 @@
 """Archive finished runs to STORAGES["archives"], idempotently and crash-safely (decision 0036).
 
 `run_archive` steps, each safe to repeat:
-1. snapshot the closed run's file (`audit.snapshot`: consistent, hashed while copied);
-2. upload it under a key named by its SHA-256 (`<tenant>/<run>/<sha256>.sqlite3`); a retry
-   finds the same object and does not upload it again;
+1. snapshot the closed run's file (`audit.snapshot`: consistent, hashed while copied); on a
+   filesystem storage straight into the run's folder there, under a temporary name;
+2. place it under a key named by its SHA-256 (`<tenant>/<run>/<sha256>.sqlite3`): on a
+   filesystem storage a rename (then the folder is fsynced), elsewhere an upload of the
+   snapshot; a retry finds the same object and does not place it again;
 3. record key, size, checksum, schema version, audit head and `archived_at` on the run's
    control-plane row;
 4. remove other objects under the run's prefix (a retry whose snapshot differed) and only then
@@ -14,6 +16,7 @@ step leaves the live database, a verified archive, or both; `archive_runs` finis
 """
 
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -48,13 +51,6 @@ class Archived:
     action: str  # "archived", "finished" (a previous attempt had uploaded and recorded it)
 
 
-class _Upload(File):  # type: ignore[type-arg]
-    """A finished local file: FileSystemStorage moves it into place instead of copying it."""
-
-    def temporary_file_path(self) -> str:
-        return str(self.name)
-
-
 def archive_key(run: Run, sha256: str) -> str:
     return f"{run.tenant_id}/{run.id}/{sha256}.sqlite3"
 
@@ -73,11 +69,11 @@ def run_archive(*, run_id: str) -> Archived:
             f"Run {run.id} has no local database file and no archive (it failed without its "
             "database); there is nothing to archive."
         )
-    shot = snapshot(path, scratch_dir() / f"{run.id}.{new_id('snap')}.sqlite3")
+    shot = snapshot(path, _staging_path(run))
     try:
         head = _audit_head(shot.path)
         key = archive_key(run, shot.sha256)
-        _upload(key, shot)
+        _place(key, shot)
     finally:
         shot.path.unlink(missing_ok=True)
     _record(run, key=key, shot=shot, head=head, now=timezone.now())
@@ -103,12 +99,58 @@ def _audit_head(path: Path) -> str:
     return row[0] if row else chain.GENESIS
 
 
+def _staging_path(run: Run) -> Path:
+    """Where the snapshot is written: beside its final place on a filesystem storage (so it
+    only has to be renamed, never copied again), else in DATA_DIR/tmp (then uploaded).
+
+    The name starts with a dot and does not end in `.sqlite3`: a leftover of a crash is not an
+    archive, and step 4 of a later attempt removes it with the run's other objects."""
+    local = _local_path(archive_key(run, "staging"))
+    name = f".{run.id}.{new_id('snap')}.partial"
+    return local.with_name(name) if local is not None else scratch_dir() / name
+
+
+def _local_path(key: str) -> Path | None:
+    """The file behind `key` when the archive storage is a local filesystem, else None."""
+    try:
+        return Path(storages["archives"].path(key))
+    except NotImplementedError:  # S3 and other remote storages
+        return None
+
+
+def _place(key: str, shot: Snapshot) -> None:
+    """Put the snapshot in the storage under `key` (see `_rename` and `_upload`)."""
+    local = _local_path(key)
+    if local is not None and local.parent == shot.path.parent:
+        _rename(local, shot)
+    else:
+        _upload(key, shot)
+
+
+def _rename(final: Path, shot: Snapshot) -> None:
+    """Rename the (fsynced) snapshot to its final name, then fsync the folder: the archive is
+    durable before the control plane names it and before the live file goes."""
+    # Already there with its size: placed by an attempt that died before recording it (same
+    # name, same bytes); its rename is synced below all the same.
+    if not final.exists() or final.stat().st_size != shot.size:
+        mode = getattr(storages["archives"], "file_permissions_mode", None)  # FileSystemStorage
+        if mode is not None:
+            os.chmod(shot.path, mode)
+        os.replace(shot.path, final)
+    folder = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 def _upload(key: str, shot: Snapshot) -> None:
+    """Stream the snapshot (in DATA_DIR/tmp) to a storage that is not a local folder (S3)."""
     storage = storages["archives"]
     if storage.exists(key) and storage.size(key) == shot.size:
         return  # uploaded by an attempt that died before recording it
     with shot.path.open("rb") as handle:
-        saved = storage.save(key, _Upload(handle, name=str(shot.path)))
+        saved = storage.save(key, File(handle, name=str(shot.path)))
     if saved != key or storage.size(key) != shot.size:
         raise ArchiveFailed(f"Archive {key} was stored as {saved!r} or with another size.")
 

@@ -7,7 +7,14 @@ from pathlib import Path
 
 # bench/peers.py (PostgreSQL, the `bench` extra) and bench/scale.py (minutes of set-up) have
 # their own targets: make bench-peers, make bench-scale.
-BENCHES = ["provision.py", "revocation.py", "hot_run.py", "archive.py", "queue.py"]
+BENCHES = [
+    "provision.py",
+    "revocation.py",
+    "hot_run.py",
+    "archive.py",
+    "audit_cost.py",
+    "queue.py",
+]
 
 
 def main() -> None:

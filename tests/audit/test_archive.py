@@ -41,6 +41,10 @@ def test_complete_archives_to_the_filesystem(archiving, busy_run, post, api, dat
     assert len(data) == run.archive_bytes
     assert run.archive_schema_version == run.database.schema_version
     assert not live.exists() and not live.with_name(live.name + "-wal").exists()
+    # Written straight into its folder of the storage: nothing else there, nothing in DATA_DIR/tmp.
+    assert list(stored.parent.iterdir()) == [stored]
+    assert not any((data_dir / "tmp").glob("*"))
+    assert stored.read_bytes()[18:20] == b"\x01\x01"  # rollback journal, not WAL
     # The archive opens alone (no -wal needed) and is sound.
     conn = sqlite3.connect(f"file:{stored}?mode=ro", uri=True)
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -116,6 +120,57 @@ def test_a_crash_between_upload_and_record_is_recovered(busy_run, post, monkeypa
     call_command("verify_run", busy_run)
     call_command("archive_runs")  # nothing left to do, no error
     assert archive.run_archive(run_id=busy_run).action == "done"
+
+
+def test_a_crash_between_the_hashed_copy_and_the_rename_is_recovered(
+    busy_run, post, monkeypatch, data_dir
+):
+    post(f"/api/v1/runs/{busy_run}/complete", {"status": "succeeded"})  # archiving is off
+    staged = []
+
+    def crash(final, shot):
+        staged.append(shot.path)
+        assert shot.path.parent == final.parent and shot.path.exists()  # hashed, fsynced, beside
+        raise SystemExit("killed between the hashed copy and the rename")
+
+    monkeypatch.setattr(archive, "_rename", crash)
+    with pytest.raises(SystemExit):
+        archive.run_archive(run_id=busy_run)
+    run = _archived(busy_run)
+    assert run.archived_at is None
+    assert absolute(run.database.path).exists()  # the live database is still there
+    assert not list((data_dir / "archives").rglob("*.sqlite3"))  # and no archive
+    assert not staged[0].exists()  # an exception cleans up its copy
+    monkeypatch.undo()
+    # A killed process leaves its copy (no `finally` runs): one is there when archive_runs runs.
+    from audit.snapshot import snapshot
+
+    leftover = snapshot(absolute(run.database.path), staged[0])
+    call_command("archive_runs")
+    run = _archived(busy_run)
+    assert run.archived_at is not None
+    stored = data_dir / "archives" / run.archive_key
+    assert list(stored.parent.iterdir()) == [stored]  # the leftover went with step 4
+    assert not leftover.path.exists()
+    assert not absolute(run.database.path).exists()
+    call_command("verify_run", busy_run)
+
+
+def test_a_damaged_archive_is_not_restored(archiving, busy_run, post, data_dir):
+    from tenancy.exceptions import DatabaseUnavailable
+    from tenancy.paths import restored_dir
+    from tenancy.restored import restored_copy
+
+    post(f"/api/v1/runs/{busy_run}/complete", {"status": "succeeded"})
+    run = _archived(busy_run)
+    stored = data_dir / "archives" / run.archive_key
+    damaged = bytearray(stored.read_bytes())
+    damaged[-1] ^= 0xFF
+    stored.write_bytes(damaged)
+    with pytest.raises(DatabaseUnavailable) as refused:
+        restored_copy(key=run.archive_key, sha256=run.archive_sha256)
+    assert refused.value.code == "archive_damaged"
+    assert list(restored_dir().iterdir()) == []  # neither the copy nor its partial file
 
 
 def test_archive_runs_filters_by_tenant_and_age(busy_run, post):

@@ -55,6 +55,13 @@ def restored_copy(*, key: str, sha256: str) -> Path:
                 f"Archive {key} does not match its recorded SHA-256; run `manage.py verify_run`.",
                 code="archive_damaged",
             )
+        # Durable before it takes its checksum's name: after a power loss that name must not
+        # hold a torn copy, which would be served as the archive.
+        fd = os.open(partial, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(partial, path)
     except DatabaseUnavailable:
         raise

@@ -28,13 +28,14 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+from bench.inprocess import setup_embedded  # noqa: E402
 
 
 def _copy(source: Path, target: Path, *, fsync: bool) -> float:
@@ -56,21 +57,7 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=50)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-archive-"))
-    os.environ.update(
-        DATA_DIR=str(tmp / "data"),
-        CONTROL_DATABASE_URL=f"sqlite:///{tmp / 'control.sqlite3'}",
-        DJANGO_SETTINGS_MODULE="project.settings",
-        LOG_LEVEL="ERROR",
-        ARCHIVE_ON_COMPLETE="0",
-    )
-    os.environ.pop("REDIS_URL", None)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", "--no-input", "-v", "0")
+    tmp = setup_embedded("bench-archive-")
     from audit import archive
     from runs.models import Run
     from runs.services import events_append, run_complete, run_create

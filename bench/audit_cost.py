@@ -19,16 +19,16 @@ Usage: .venv/bin/python bench/audit_cost.py [--batch 1000] [--batches 36] [--rou
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+from bench.inprocess import setup_embedded  # noqa: E402
 
 # The event hot_run.py sends (its `batch` case), so both benches write the same rows.
 PAYLOAD = {"step": 1, "tokens": 42, "note": "thinking about the next tool"}
@@ -40,23 +40,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=36, help="batches per round")
     parser.add_argument("--rounds", type=int, default=9, help="rounds per mode (alternating)")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-audit-"))
-    os.environ.update(
-        DATA_DIR=str(tmp / "data"),
-        CONTROL_DATABASE_URL=f"sqlite:///{tmp / 'control.sqlite3'}",
-        DJANGO_SETTINGS_MODULE="project.settings",
-        LOG_LEVEL="ERROR",
-        ARCHIVE_ON_COMPLETE="0",
-    )
-    os.environ.pop("REDIS_URL", None)
-    import django
-
-    django.setup()
+    tmp = setup_embedded("bench-audit-")
     from django.conf import settings
-    from django.core.management import call_command
     from django.test import override_settings
 
-    call_command("migrate", "--no-input", "-v", "0")
     from runs.services import events_append, run_create
     from tenants.services import tenant_create
 

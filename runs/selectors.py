@@ -111,9 +111,14 @@ def run_counts(*, run: Run) -> RunCounts | None:
     return RunCounts(tool_calls, events, version, size)
 
 
+# The agents' most frequent read. A raw query skips the ORM's query compiler (~0.5 ms against
+# ~0.2 ms here) and still converts every column through its field, like a queryset.
+TOOL_CALL_BY_SEQ = f'SELECT * FROM "{ToolCall._meta.db_table}" WHERE "seq" = %s'
+
+
 def tool_call_get(*, run: Run, seq: int) -> ToolCall:
     with run_context(run):
-        call = ToolCall.objects.filter(seq=seq).first()
+        call = next(iter(ToolCall.objects.raw(TOOL_CALL_BY_SEQ, [seq])), None)
     if call is None:
         raise NotFound(f"Run {run.id} has no tool call {seq}.")
     return call

@@ -1,5 +1,6 @@
 """One group-commit batch, in-process: a job that fails on its own rolls back alone."""
 
+import sqlite3
 import time
 
 import pytest
@@ -62,3 +63,31 @@ def test_an_error_with_keyword_only_arguments_reaches_the_caller_intact(run):
     with pytest.raises(SchemaMigrating) as raised:
         writer.write(run, migrating)
     assert raised.value.headers["Retry-After"] == "7"
+
+
+def test_a_recorded_call_is_audited_as_the_database_stores_it(run):
+    """The tool-call row goes to the audit trail without a read-back (tenancy.rows.insert_stored):
+    it must be the row exactly as SQLite keeps it, column for column."""
+    import json
+
+    from audit.models import RunEntry
+    from tenancy.paths import absolute
+
+    args = {"q": "café ☕", "n": 1.5, "none": None, "list": [1, True]}
+    call, created = services.tool_call_record(run=run, name="search", args=args)
+    assert created and call.seq >= 1 and call.args == args and call.status == "pending"
+    with run_context(run):
+        body = RunEntry.objects.order_by("-seq").values_list("body", flat=True).first()
+    audited = json.loads(body)["row"]
+    conn = sqlite3.connect(f"{absolute(run.database.path).as_uri()}?mode=ro", uri=True)
+    try:
+        cursor = conn.execute("SELECT * FROM runs_toolcall WHERE seq = ?", [call.seq])
+        stored = dict(zip([c[0] for c in cursor.description], cursor.fetchone(), strict=True))
+    finally:
+        conn.close()
+    assert audited == stored
+    # And the instance the API answers with is the row a fresh read gives.
+    with run_context(run):
+        fresh = ToolCall.objects.get(seq=call.seq)
+    fields = [f.attname for f in ToolCall._meta.concrete_fields]
+    assert [getattr(call, f) for f in fields] == [getattr(fresh, f) for f in fields]

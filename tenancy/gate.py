@@ -16,7 +16,7 @@ import logging
 
 import redis
 from django.conf import settings
-from django.db import connections
+from django.db import connections, router
 from django.utils import timezone
 
 from project.exceptions import ApplicationError
@@ -49,8 +49,15 @@ def _quarantined(database: Database) -> DatabaseQuarantined:
     )
 
 
+# The registry row, read fresh at every open: one plain query (the ORM's compiler costs several
+# times the query itself, and a request that opens a database pays it).
+_STATE_SQL = f"SELECT state, last_error FROM {Database._meta.db_table} WHERE id = %s"
+
+
 def _check(alias: str, database: Database) -> None:
-    fresh = Database.objects.filter(pk=database.pk).values_list("state", "last_error").first()
+    with connections[router.db_for_read(Database)].cursor() as cursor:
+        cursor.execute(_STATE_SQL, [database.pk])
+        fresh = cursor.fetchone()
     if fresh is None or fresh[0] == Database.State.QUARANTINED:
         database.state, database.last_error = fresh or (Database.State.QUARANTINED, "")
         raise _quarantined(database)

@@ -343,10 +343,13 @@ def _cancel_local(run_id: str, seq: int) -> None:
 
 
 def _watch_cancels() -> None:
+    """Subscribe this process to cancels once, however many threads start calls at once."""
     global _watching
-    if not _watching:
+    with _running_lock:
+        if _watching:
+            return
         _watching = True
-        waiters.hub.watch(_cancel_local)
+    waiters.hub.watch(_cancel_local)
 
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None

@@ -21,6 +21,7 @@ from runs.models import Event, Run, StateCheckpoint, ToolCall
 from tenancy.context import run_context
 from tenancy.ids import is_id
 from tenancy.paths import absolute
+from tenancy.rows import by_pk, fetch_one
 from tenants.models import Database, Tenant
 
 _run_memo: Memo[Run] = Memo()
@@ -45,17 +46,16 @@ def run_get(*, tenant: Tenant, run_id: str, fresh: bool = False) -> Run:
     return run
 
 
-# A run and its database's registry row: two plain queries through the models' field converters
-# cost less than half the ORM's compiled join, and every request that misses the memo pays it.
-_RUN_SQL = f"SELECT * FROM {Run._meta.db_table} WHERE id = %s AND tenant_id = %s"
-_DATABASE_SQL = f"SELECT * FROM {Database._meta.db_table} WHERE id = %s"
+# A run and its database's registry row: two plain queries (`tenancy.rows.fetch_one`) cost less
+# than half the ORM's compiled join, and every request that misses the memo pays it.
+_RUN_SQL = f'SELECT * FROM "{Run._meta.db_table}" WHERE "id" = %s AND "tenant_id" = %s'
 
 
 def _load_run(tenant: Tenant, run_id: str) -> Run | None:
-    run = next(iter(Run.objects.raw(_RUN_SQL, [run_id, tenant.pk])), None)
+    run = fetch_one(Run, _RUN_SQL, [run_id, tenant.pk])
     if run is None:
         return None
-    database = next(iter(Database.objects.raw(_DATABASE_SQL, [run.database_id])), None)
+    database = by_pk(Database, run.database_id)
     if database is None:
         return None  # as the join would: a run is served only with its database
     run.database = database
@@ -124,14 +124,10 @@ def run_counts(*, run: Run) -> RunCounts | None:
     return RunCounts(tool_calls, events, version, size)
 
 
-# The agents' most frequent read. A raw query skips the ORM's query compiler (~0.5 ms against
-# ~0.2 ms here) and still converts every column through its field, like a queryset.
-TOOL_CALL_BY_SEQ = f'SELECT * FROM "{ToolCall._meta.db_table}" WHERE "seq" = %s'
-
-
 def tool_call_get(*, run: Run, seq: int) -> ToolCall:
+    # The agents' most frequent read: a plain query (~0.2 ms against ~0.5 ms through the ORM).
     with run_context(run):
-        call = next(iter(ToolCall.objects.raw(TOOL_CALL_BY_SEQ, [seq])), None)
+        call = by_pk(ToolCall, seq)
     if call is None:
         raise NotFound(f"Run {run.id} has no tool call {seq}.")
     return call

@@ -152,36 +152,27 @@ def check_header(path: Path, size: int) -> str | None:
         return f"was truncated ({size} bytes)"
     if size % PAGE_SIZE:
         return f"was truncated ({size} bytes is not a whole number of {PAGE_SIZE}-byte pages)"
+    error = _schema_read_error(f"{path.as_uri()}?mode=ro&immutable=1")
+    if error is None or primary_code(error) not in (SQLITE_NOTADB, SQLITE_CORRUPT):
+        return None  # readable, or the caller's next stat (or SQLite's own open) says what is wrong
+    if _schema_read_error(f"{path.as_uri()}?mode=ro") is None:
+        return None  # the lock-free read raced a checkpoint: the locked read is consistent
+    return f"is not a SQLite database (no SQLite header; {size} bytes)"
+
+
+def _schema_read_error(uri: str) -> sqlite3.Error | None:
+    """Read the schema version through a connection to `uri`; return SQLite's error, if any."""
     try:
-        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True)
-    except sqlite3.Error:
-        return None  # the caller's next stat (or SQLite's own open) says what is wrong
+        conn = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as exc:
+        return exc
     try:
         conn.execute("PRAGMA schema_version").fetchone()
-    except sqlite3.DatabaseError as exc:
-        if primary_code(exc) in (SQLITE_NOTADB, SQLITE_CORRUPT) and not _reads_locked(path):
-            return f"is not a SQLite database (no SQLite header; {size} bytes)"
-        if descriptors_exhausted(exc):
-            raise exhausted("reading a database header") from exc
         return None
-    finally:
-        conn.close()
-    return None
-
-
-def _reads_locked(path: Path) -> bool:
-    """Whether SQLite reads the file's schema through a read-only connection with its locks."""
-    try:
-        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return False
-    try:
-        conn.execute("PRAGMA schema_version").fetchone()
-        return True
     except sqlite3.DatabaseError as exc:
         if descriptors_exhausted(exc):
             raise exhausted("reading a database header") from exc
-        return False
+        return exc
     finally:
         conn.close()
 

@@ -16,7 +16,14 @@ import redis
 
 from tenancy import connections as tenant_connections
 from tenancy.scopes import Scope
-from tests.processes import free_port, manage, project_env, start_gunicorn, stop_gunicorn, wait_http
+from tests.processes import (
+    free_port,
+    migrate_with_tenants,
+    project_env,
+    start_gunicorn,
+    stop_gunicorn,
+    wait_http,
+)
 
 TEST_REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
 
@@ -173,11 +180,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("server-data")
     port = free_port()
     env = project_env(data_dir, PORT=str(port), WEB_CONCURRENCY="2", WEB_THREADS="4", ACCESS_LOG="")
-    manage(env, "migrate", "--no-input", "-v", "0")
-    keys = {}
-    for slug in ("acme", "globex", "fuzz"):
-        manage(env, "create_tenant", slug)
-        keys[slug] = manage(env, "create_api_key", slug).stdout.strip().splitlines()[-1]
+    keys = migrate_with_tenants(env, "acme", "globex", "fuzz")
     proc = start_gunicorn(env, data_dir / "gunicorn.log")
     base = f"http://127.0.0.1:{port}"
     try:

@@ -65,6 +65,16 @@ def wait_http(url: str, deadline_s: float = 30.0) -> None:
     raise AssertionError(f"{url} did not answer within {deadline_s}s: {last}")
 
 
+def migrate_with_tenants(env: dict[str, str], *slugs: str) -> dict[str, str]:
+    """Migrate the control plane of `env`, create `slugs` as tenants; return an API key each."""
+    manage(env, "migrate", "--no-input", "-v", "0")
+    keys = {}
+    for slug in slugs:
+        manage(env, "create_tenant", slug)
+        keys[slug] = manage(env, "create_api_key", slug).stdout.strip().splitlines()[-1]
+    return keys
+
+
 def start_gunicorn(
     env: dict[str, str], log_path: Path, *, nofile: int | None = None
 ) -> subprocess.Popen:

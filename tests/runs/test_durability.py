@@ -7,7 +7,14 @@ import time
 import pytest
 import requests
 
-from tests.processes import free_port, kill_gunicorn, manage, project_env, start_gunicorn, wait_http
+from tests.processes import (
+    free_port,
+    kill_gunicorn,
+    migrate_with_tenants,
+    project_env,
+    start_gunicorn,
+    wait_http,
+)
 
 pytestmark = pytest.mark.processes
 
@@ -19,9 +26,7 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path):
     data_dir = tmp_path / "data"
     port = free_port()
     env = project_env(data_dir, PORT=str(port), ACCESS_LOG="")
-    manage(env, "migrate", "--no-input", "-v", "0")
-    manage(env, "create_tenant", "acme")
-    key = manage(env, "create_api_key", "acme").stdout.strip().splitlines()[-1]
+    key = migrate_with_tenants(env, "acme")["acme"]
     server = start_gunicorn(env, data_dir / "gunicorn.log")
     base = f"http://127.0.0.1:{port}/api/v1"
     headers = {"Authorization": f"Bearer {key}"}

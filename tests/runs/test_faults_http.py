@@ -19,6 +19,7 @@ from tests.processes import (
     free_port,
     kill_gunicorn,
     manage,
+    migrate_with_tenants,
     project_env,
     start_gunicorn,
     stop_gunicorn,
@@ -58,11 +59,7 @@ def serve(tmp_path: Path, slugs: list[str], *, nofile: int | None = None, **env:
     data_dir = tmp_path / "data"
     port = free_port()
     environment = project_env(data_dir, PORT=str(port), ACCESS_LOG="", **env)
-    manage(environment, "migrate", "--no-input", "-v", "0")
-    keys = {}
-    for slug in slugs:
-        manage(environment, "create_tenant", slug)
-        keys[slug] = manage(environment, "create_api_key", slug).stdout.strip().splitlines()[-1]
+    keys = migrate_with_tenants(environment, *slugs)
     proc = start_gunicorn(environment, data_dir / "gunicorn.log", nofile=nofile)
     live = Live(f"http://127.0.0.1:{port}", keys, data_dir, environment, proc)
     wait_http(f"{live.root}/healthz")

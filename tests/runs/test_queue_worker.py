@@ -28,6 +28,7 @@ from tests.processes import (
     ROOT,
     free_port,
     manage,
+    migrate_with_tenants,
     project_env,
     start_gunicorn,
     stop_gunicorn,
@@ -160,11 +161,7 @@ def stack(
         # the per-tool timeout can end a stuck tool within it.
         TOOL_KILL_GRACE_S="15",
     )
-    manage(env, "migrate", "--no-input", "-v", "0")
-    keys = {}
-    for slug in ("acme", "globex"):
-        manage(env, "create_tenant", slug)
-        keys[slug] = manage(env, "create_api_key", slug).stdout.strip().splitlines()[-1]
+    keys = migrate_with_tenants(env, "acme", "globex")
     web = start_gunicorn(env, data_dir / "gunicorn.log")
     stack = Stack(f"http://127.0.0.1:{port}", keys, data_dir, env, [], request.param)
     try:

@@ -20,7 +20,7 @@ import requests
 
 from tests.processes import (
     free_port,
-    manage,
+    migrate_with_tenants,
     project_env,
     start_gunicorn,
     stop_gunicorn,
@@ -59,9 +59,7 @@ def serve(tmp_path: Path, **extra: str) -> Served:
     data_dir = tmp_path / "data"
     port = free_port()
     env = project_env(data_dir, PORT=str(port), ACCESS_LOG="", **extra)
-    manage(env, "migrate", "--no-input", "-v", "0")
-    manage(env, "create_tenant", "acme")
-    key = manage(env, "create_api_key", "acme").stdout.strip().splitlines()[-1]
+    key = migrate_with_tenants(env, "acme")["acme"]
     proc = start_gunicorn(env, tmp_path / "gunicorn.log")
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/healthz")

@@ -66,16 +66,22 @@ def signature(*, run: Run, seq: int, tool: Tool) -> Signature:
     """The Celery signature running call `seq` of `run` (for groups and chords too)."""
     from runs.tasks import tool_call_execute
 
+    return tool_call_execute.si(run.tenant_id, run.id, seq).set(**_options(run, seq, tool))
+
+
+def _options(run: Run, seq: int, tool: Tool) -> dict[str, Any]:
     soft = tool.timeout_s + settings.TOOL_KILL_GRACE_S
-    return tool_call_execute.si(run.tenant_id, run.id, seq).set(
-        task_id=task_id(run.id, seq), soft_time_limit=soft, time_limit=soft * 2
-    )
+    return {"task_id": task_id(run.id, seq), "soft_time_limit": soft, "time_limit": soft * 2}
 
 
 def dispatch(*, run: Run, seq: int, tool: Tool) -> None:
     """Hand a committed `queued` call to a worker: Celery, or the embedded pool."""
     if settings.REDIS_URL:
-        signature(run=run, seq=seq, tool=tool).apply_async()
+        from runs.tasks import tool_call_execute
+
+        # The task's own apply_async: what `signature(...).apply_async()` ends in, without
+        # building and copying a Signature per call.
+        tool_call_execute.apply_async((run.tenant_id, run.id, seq), **_options(run, seq, tool))
     else:
         _pool().submit(_run_embedded, run.tenant_id, run.id, seq)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pydantic_core
 from django.conf import settings
-from django.db import DatabaseError, connections, router, transaction
+from django.db import DatabaseError, connections, router
 from django.db.models import Max, Min
 from django.utils import timezone
 
@@ -57,7 +57,7 @@ from tenancy.exceptions import DatabaseQuarantined, DatabaseUnavailable
 from tenancy.ids import new_id
 from tenancy.paths import absolute, run_alias, run_db_relpath
 from tenancy.provisioning import database_provisioned
-from tenancy.rows import insert_row, insert_stored
+from tenancy.rows import insert_row, insert_stored, instance_from_stored, update_stored
 from tenancy.scopes import Scope
 from tenants.models import Database, Tenant
 
@@ -508,11 +508,6 @@ class Claim:
     attempt: int
 
 
-@dataclass
-class _Handoff:
-    error: BaseException | None = None
-
-
 def tool_call_enqueue(
     *,
     run: Run,
@@ -540,14 +535,6 @@ def tool_call_enqueue(
         with run_context(run):
             if found := _replay(idempotency_key, digest):
                 return found, False
-    handoff = _Handoff()
-
-    def send(seq: int) -> None:
-        try:
-            queue.dispatch(run=run, seq=seq, tool=tool)
-        except Exception as exc:  # after the commit: never fail the writer's batch
-            logger.exception("tool call %s of run %s could not be queued", seq, run.id)
-            handoff.error = exc
 
     def work() -> tuple[ToolCall, bool]:
         if idempotency_key is not None and (found := _replay(idempotency_key, digest)):
@@ -563,13 +550,19 @@ def tool_call_enqueue(
             status=ToolCall.Status.QUEUED,
         )
         audit.run_append_row("tool_call", "runs_toolcall", "seq", call.seq)
-        if dispatch:
-            # The run database's commit, not the control plane's (STYLE: on_commit per alias).
-            transaction.on_commit(lambda: send(call.seq), using=alias)
         return call, True
 
     call, created = writer.write(run, work)
-    if handoff.error is not None:
+    if not (created and dispatch):
+        return call, created
+    # `write` returned: the run database committed the call. It is handed over here, in the
+    # caller's thread, not in an on_commit hook: the hook would run in the leader's thread with
+    # the run's lease still held, so every caller of a batch would publish in turn inside the
+    # run's critical section (decision 0046).
+    try:
+        queue.dispatch(run=run, seq=call.seq, tool=tool)
+    except Exception as exc:
+        logger.exception("tool call %s of run %s could not be queued", call.seq, run.id)
         error = {"code": "dispatch_failed", "message": "The task queue was unreachable."}
         with contextlib.suppress(ApplicationError, DatabaseError):
             tool_call_fail_queued(run=run, seq=call.seq, error=error)
@@ -577,7 +570,7 @@ def tool_call_enqueue(
             f"Tool call {call.seq} was recorded but the task queue is unreachable; it is marked "
             "failed. Retry with a new idempotency key.",
             seq=call.seq,
-        )
+        ) from exc
     return call, created
 
 
@@ -588,14 +581,20 @@ def tool_call_claim(*, run: Run, seq: int) -> Claim | None:
     """
 
     def work() -> Claim | None:
-        call = ToolCall.objects.filter(seq=seq).first()
-        if call is None or call.status not in (ToolCall.Status.QUEUED, ToolCall.Status.RUNNING):
+        alias = router.db_for_write(ToolCall)
+        row = update_stored(
+            ToolCall,
+            using=alias,
+            where='"seq" = ? AND "status" IN (?, ?)',
+            params=[seq, ToolCall.Status.QUEUED, ToolCall.Status.RUNNING],
+            extra_set='"attempts" = "attempts" + 1',
+            status=ToolCall.Status.RUNNING,
+            started_at=timezone.now(),
+        )
+        if row is None:
             return None
-        call.status = ToolCall.Status.RUNNING
-        call.attempts += 1
-        call.started_at = timezone.now()
-        call.save(update_fields=["status", "attempts", "started_at"])
-        audit.run_append_row("claim", "runs_toolcall", "seq", seq)
+        audit.run_append_stored("claim", "runs_toolcall", "seq", row)
+        call = instance_from_stored(ToolCall, using=alias, row=row)
         return Claim(call, call.attempts)
 
     return writer.write(run, work)
@@ -619,22 +618,27 @@ def tool_call_settle(*, run: Run, seq: int, attempt: int, outcome: Outcome) -> T
             )
 
     def work() -> ToolCall | None:
-        call = ToolCall.objects.filter(
-            seq=seq, status=ToolCall.Status.RUNNING, attempts=attempt
-        ).first()
-        if call is None:
-            return None
-        call.status = ToolCall.Status.FAILED if outcome.is_error else ToolCall.Status.SUCCEEDED
-        call.result = None if outcome.is_error else outcome.result
-        call.error = outcome.error if outcome.is_error else None
-        call.completed_at = timezone.now()
-        call.started_at = outcome.started_at or call.started_at
-        call.duration_ms = outcome.duration_ms
-        call.save(
-            update_fields=["status", "result", "error", "completed_at", "started_at", "duration_ms"]
+        alias = router.db_for_write(ToolCall)
+        values: dict[str, Any] = {
+            "status": ToolCall.Status.FAILED if outcome.is_error else ToolCall.Status.SUCCEEDED,
+            "result": None if outcome.is_error else outcome.result,
+            "error": outcome.error if outcome.is_error else None,
+            "completed_at": timezone.now(),
+            "duration_ms": outcome.duration_ms,
+        }
+        if outcome.started_at is not None:
+            values["started_at"] = outcome.started_at
+        row = update_stored(
+            ToolCall,
+            using=alias,
+            where='"seq" = ? AND "status" = ? AND "attempts" = ?',
+            params=[seq, ToolCall.Status.RUNNING, attempt],
+            **values,
         )
-        audit.run_append_row("outcome", "runs_toolcall", "seq", seq)
-        return call
+        if row is None:
+            return None
+        audit.run_append_stored("outcome", "runs_toolcall", "seq", row)
+        return instance_from_stored(ToolCall, using=alias, row=row)
 
     return writer.write(run, work)
 

@@ -7,6 +7,7 @@ the schema. No signals are sent: do not use it for models that rely on them.
 """
 
 import functools
+from datetime import datetime
 from typing import Any, TypeVar
 
 from django.db import connections
@@ -116,6 +117,67 @@ def insert_stored(model: type[Model], *, using: str, **values: Any) -> dict[str,
         cursor = connection.connection.execute(plan.sql, list(row.values()))
         row[str(plan.pk.column)] = cursor.fetchone()[0]
     return row
+
+
+def update_stored(
+    model: type[Model],
+    *,
+    using: str,
+    where: str,
+    params: list[Any],
+    extra_set: str = "",
+    **values: Any,
+) -> dict[str, Any] | None:
+    """UPDATE the row of `model` matching `where` (SQL on its columns, `?` placeholders bound to
+    `params`) through the raw connection, inside the caller's transaction; return the row as
+    stored afterwards, `{column: value}` (`RETURNING *`), or None when no row matched.
+
+    `insert_stored`'s counterpart for the run writer's conditional transitions: one statement,
+    no SELECT before or after. `values` are attnames prepared through their fields; `extra_set`
+    adds raw assignments (`"attempts" = "attempts" + 1`).
+    """
+    meta = model._meta
+    connection = connections[using]
+    fields = {f.attname: f for f in meta.concrete_fields}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise TypeError(f"{model.__name__} has no fields {sorted(unknown)}.")
+    assignments = [f'"{fields[name].column}" = ?' for name in values]
+    if extra_set:
+        assignments.append(extra_set)
+    sql = f'UPDATE "{meta.db_table}" SET {", ".join(assignments)} WHERE {where} RETURNING *'
+    prepared = [
+        _stored(fields[name].get_db_prep_save(value, connection)) for name, value in values.items()
+    ]
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        cursor = connection.connection.execute(sql, prepared + list(params))
+        stored = cursor.fetchone()
+        if stored is None:
+            return None
+        names = [column[0] for column in cursor.description]
+    # Django's SQLite connection parses datetime columns; str() gives back the stored text.
+    texts = [str(v) if isinstance(v, datetime) else v for v in stored]
+    return dict(zip(names, texts, strict=True))
+
+
+def instance_from_stored(model: type[M], *, using: str, row: dict[str, Any]) -> M:
+    """The instance of `model` for a row as stored (`insert_stored`, `update_stored`), its values
+    converted through the backend's and the fields' converters as a queryset converts them."""
+    connection = connections[using]
+    names, values = [], []
+    for field in model._meta.concrete_fields:
+        value = row[str(field.column)]
+        if value is not None:
+            col = field.get_col(model._meta.db_table)
+            for convert in (
+                *connection.ops.get_db_converters(col),
+                *field.get_db_converters(connection),
+            ):
+                value = convert(value, col, connection)
+        names.append(field.attname)
+        values.append(value)
+    return model.from_db(using, names, values)
 
 
 def fetch_one(model: type[M], sql: str, params: list[Any]) -> M | None:

@@ -5,12 +5,14 @@
 --   BENCH_MODE     "post" (POST /runs/{run}/tool-calls) or "get" (GET .../tool-calls/{seq})
 --   BENCH_PREFIX   path prefix, e.g. "/api/v1" ("" for the peers)
 --   BENCH_SEQS     GET: seq drawn uniformly from 1..BENCH_SEQS (every run holds that many calls)
+--   BENCH_BODY     POST: the JSON body (default: a synchronous "search" call)
 -- done() prints one JSON line: requests, duration, errors, p50 and p99 in microseconds.
 
 local mode = os.getenv("BENCH_MODE") or "post"
 local prefix = os.getenv("BENCH_PREFIX") or ""
 local seqs = tonumber(os.getenv("BENCH_SEQS") or "1")
-local body = '{"name": "search", "args": {"q": "flights to LIS", "k": 5}}'
+local body = os.getenv("BENCH_BODY")
+  or '{"name": "search", "args": {"q": "flights to LIS", "k": 5}}'
 
 local targets = {}
 for line in io.lines(os.getenv("BENCH_TARGETS")) do

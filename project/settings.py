@@ -179,6 +179,8 @@ else:
 
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 CELERY_BROKER_URL = REDIS_URL or "memory://"
+# kombu's Redis transport, reusing one client per channel (project/broker.py, decision 0046).
+CELERY_BROKER_TRANSPORT = "project.broker:Transport" if REDIS_URL else None
 CELERY_RESULT_BACKEND = REDIS_URL or None
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL

@@ -7,17 +7,17 @@ and Redis db (REDIS_URL, default db 9 on loopback), then prints one JSON object:
 
 - `async_done_ms_p50` / `_p99`: one `echo` at a time: POST `async: true` (202), then
   `GET .../tool-calls/{seq}?wait=5` until `succeeded`; milliseconds from the POST to the answer;
-- `async_calls_per_s`: `--calls` async `echo` calls posted by `--clients` threads, from the
-  first POST to the last call recorded `succeeded`. Each client long-polls its last call only,
-  then one pass over the run's list finds (and waits for) any call not finished: one wait per
-  call would make the client, not the queue, the bottleneck on a small machine;
-- `async_enqueue_per_s`: the same calls, from the first POST to the last 202 (the web's share);
-- `sync_calls_per_s`: the same number of synchronous calls (POST, then PATCH the result) by the
-  same clients, in the same run.
+- `async_calls_per_s`: `wrk` (`bench/wrk/queue.lua`, `--clients` connections, `--seconds`)
+  posts async `echo` calls to one run; then every call must reach `succeeded`. Calls per
+  second from the first call's `created_at` to the last one's `completed_at` (the server's
+  clock: no polling in the figure);
+- `async_enqueue_per_s`: the 202s per second `wrk` got (the web's share), with its p50/p99;
+- `sync_calls_per_s`: synchronous calls on another run, by `wrk` over the same connections:
+  POST a call (201), then PATCH its result (200); calls given their result per second.
 
 Any request that fails fails the benchmark (no rate is printed from a partial run).
 
-Usage: .venv/bin/python bench/queue.py [--calls 2000] [--latency 200] [--clients 16]
+Usage: .venv/bin/python bench/queue.py [--seconds 10] [--latency 200] [--clients 16]
 """
 
 import argparse
@@ -27,8 +27,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +37,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import redis  # noqa: E402
 import requests  # noqa: E402
 
+from bench.loadgen import require_wrk, run_wrk  # noqa: E402
 from tests.processes import (  # noqa: E402
     PYTHON,
     free_port,
@@ -48,6 +49,7 @@ from tests.processes import (  # noqa: E402
 )
 
 DEADLINE_S = 60.0  # for one call to finish: a worker that never took it fails the bench
+LUA = ROOT / "bench" / "wrk" / "queue.lua"
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -57,10 +59,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--latency", type=int, default=200)
     parser.add_argument("--clients", type=int, default=16)
     options = parser.parse_args()
+    require_wrk()
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/9")
     redis.Redis.from_url(redis_url).flushdb()
     with tempfile.TemporaryDirectory(prefix="bench-queue-") as tmp:
@@ -102,10 +105,10 @@ def _measure(base: str, key: str, options: argparse.Namespace) -> dict[str, floa
         assert response.status_code == 202, response.text
         return int(response.json()["seq"])
 
-    def wait_done(s: requests.Session, seq: int) -> None:
+    def wait_done(s: requests.Session, seq: int, of: str = calls) -> None:
         deadline = time.monotonic() + DEADLINE_S
         while True:
-            response = s.get(f"{calls}/{seq}", params={"wait": 5}, timeout=30)
+            response = s.get(f"{of}/{seq}", params={"wait": 5}, timeout=30)
             assert response.status_code == 200, response.text
             call = response.json()
             if call["status"] == "succeeded":
@@ -122,71 +125,55 @@ def _measure(base: str, key: str, options: argparse.Namespace) -> dict[str, floa
         wait_done(session, async_echo(session, i))
         latencies.append((time.perf_counter() - started) * 1000)
 
-    def in_threads(work) -> float:
-        per_client = options.calls // options.clients
-        errors: list[BaseException] = []
-
-        def guarded(n: int) -> None:
-            try:
-                work(n)
-            except BaseException as exc:
-                errors.append(exc)
-
-        started = time.perf_counter()
-        threads = [
-            threading.Thread(target=guarded, args=(per_client,)) for _ in range(options.clients)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise SystemExit(f"{len(errors)} client(s) failed; the first: {errors[0]!r}")
-        return per_client * options.clients / (time.perf_counter() - started)
-
-    enqueued: list[float] = []
-
-    def async_client(n: int) -> None:
-        s = requests.Session()
-        s.headers["Authorization"] = f"Bearer {key}"
-        seqs = [async_echo(s, i) for i in range(n)]
-        enqueued.append(time.perf_counter())
-        wait_done(s, seqs[-1])
-
-    def all_done() -> None:
-        after = 0
+    def calls_of(run_id: str) -> list[dict]:
+        found, after = [], 0
         while True:
-            page = session.get(calls, params={"after": after, "limit": 200}, timeout=30)
+            page = session.get(
+                f"{base}/api/v1/runs/{run_id}/tool-calls",
+                params={"after": after, "limit": 500},
+                timeout=30,
+            )
             assert page.status_code == 200, page.text
-            for call in page.json()["items"]:
-                if call["status"] != "succeeded":
-                    wait_done(session, call["seq"])
+            found += page.json()["items"]
             if not page.json()["next"]:
-                return
+                return found
             after = page.json()["next"]
 
-    def sync_client(n: int) -> None:
-        s = requests.Session()
-        s.headers["Authorization"] = f"Bearer {key}"
-        for i in range(n):
-            response = s.post(calls, json={"name": "echo", "args": {"i": i}})
-            assert response.status_code == 201, response.text
-            seq = response.json()["seq"]
-            assert s.patch(f"{calls}/{seq}", json={"result": {"i": i}}).status_code == 200
+    def load(run_id: str, mode: str) -> dict:
+        path = f"/api/v1/runs/{run_id}/tool-calls"
+        env = {"BENCH_PATH": path, "BENCH_KEY": key, "BENCH_MODE": mode}
+        return run_wrk(base, LUA, env, connections=options.clients, seconds=options.seconds)
 
-    total = options.calls // options.clients * options.clients
-    started = time.perf_counter()
-    in_threads(async_client)
-    all_done()
-    async_rate = total / (time.perf_counter() - started)
-    enqueue_rate = total / (max(enqueued) - started)
-    sync_rate = in_threads(sync_client)
+    def at(text: str) -> float:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    flood = session.post(f"{base}/api/v1/runs", json={}).json()["id"]
+    posted = load(flood, "async")
+    flood_calls = f"{base}/api/v1/runs/{flood}/tool-calls"
+    for call in calls_of(flood):
+        if call["status"] != "succeeded":
+            wait_done(session, call["seq"], flood_calls)
+    async_calls = calls_of(flood)
+    # wrk stops counting at its deadline; the calls it had in flight were recorded all the same.
+    assert 0 <= len(async_calls) - posted["requests"] <= options.clients, len(async_calls)
+    span = max(at(c["completed_at"]) for c in async_calls) - min(
+        at(c["created_at"]) for c in async_calls
+    )
+
+    plain = session.post(f"{base}/api/v1/runs", json={}).json()["id"]
+    synced = load(plain, "sync")
+    given = sum(1 for call in calls_of(plain) if call["status"] == "succeeded")
     return {
         "async_done_ms_p50": round(statistics.median(latencies), 2),
         "async_done_ms_p99": round(_percentile(latencies, 0.99), 2),
-        "async_calls_per_s": round(async_rate, 1),
-        "async_enqueue_per_s": round(enqueue_rate, 1),
-        "sync_calls_per_s": round(sync_rate, 1),
+        "async_calls_per_s": round(len(async_calls) / span, 1),
+        "async_calls": len(async_calls),
+        "async_enqueue_per_s": round(posted["rps"], 1),
+        "async_enqueue_p50_ms": round(posted["p50_ms"], 2),
+        "async_enqueue_p99_ms": round(posted["p99_ms"], 2),
+        "sync_calls_per_s": round(given / synced["seconds"], 1),
+        "sync_requests_p99_ms": round(synced["p99_ms"], 2),
+        "clients": options.clients,
     }
 
 

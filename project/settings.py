@@ -113,6 +113,8 @@ TEMPLATES = [
 # Every SQLite connection (control plane, tenant, run): WAL, synchronous=NORMAL (configurable),
 # busy timeout, foreign keys on (Django sets it), BEGIN IMMEDIATE for writers.
 SQLITE_SYNCHRONOUS = os.environ.get("SQLITE_SYNCHRONOUS", "NORMAL").upper()
+# API keys' last use is written to the control plane in batches this often (tenants/usage.py).
+API_KEY_USAGE_FLUSH_S = float(os.environ.get("API_KEY_USAGE_FLUSH_S", "10"))
 SQLITE_BUSY_TIMEOUT_S = float(os.environ.get("SQLITE_BUSY_TIMEOUT_S", "5"))
 SQLITE_OPTIONS = {
     "transaction_mode": "IMMEDIATE",

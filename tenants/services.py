@@ -29,6 +29,7 @@ from tenancy.provisioning import database_provisioned
 from tenancy.rows import by_pk, fetch_one, insert_row
 from tenancy.scopes import Scope
 from tenancy.templates import remove_database_files
+from tenants import usage
 from tenants.models import SLUG_PATTERN, ApiKey, Database, Tenant
 from tenants.revocation import revocation_bump, revocation_check
 
@@ -240,9 +241,9 @@ def _tenant_for_key(prefix: str, digest: str) -> Tenant | None:
         return None  # as the join would: a tenant is served only with its database
     tenant.database, key.tenant = database, tenant
     now = timezone.now()
-    # Coalesced: at most one control-plane write per key per minute, not one per request.
+    # At most once a minute per key, and written in batches off the request path.
     if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        usage.note_used(key.pk, now)
     return key.tenant
 
 

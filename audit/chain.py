@@ -90,13 +90,10 @@ def run_append_stored(kind: str, table: str, pk: str, row: dict[str, Any]) -> No
         _append(run_alias(), RUN_TABLE, kind, encode({"table": table, "pk": pk, "row": row}))
 
 
-def run_append_rows(
-    kind: str, table: str, pk: str, columns: list[str], rows: list[tuple[Any, ...]]
-) -> None:
-    """Append one entry holding a batch of inserted rows (one hash for the whole batch)."""
-    if settings.AUDIT_RUNS:
-        body = encode({"table": table, "pk": pk, "columns": columns, "rows": rows})
-        _append(run_alias(), RUN_TABLE, kind, body)
+def rows_body(table: str, pk: str, columns: list[str], rows: list[tuple[Any, ...]]) -> str:
+    """The body of an entry recording a batch of inserted rows; append it with `run_append`
+    (one hash for the whole batch)."""
+    return encode({"table": table, "pk": pk, "columns": columns, "rows": rows})
 
 
 def tenant_append(kind: str, facts: dict[str, Any]) -> str:

@@ -192,7 +192,7 @@ def tool_call_get(
 )
 def events_append(request: HttpRequest, body: EventsIn, run_id: str = RUN_ID) -> Status:
     seqs = services.events_append(
-        run=_run(run_id), events=[(e.kind, e.payload) for e in body.events]
+        run=_run(run_id), events=[(e["kind"], e.get("payload")) for e in body.events]
     )
     return Status(201, EventsOut(seqs=seqs))
 

@@ -1,7 +1,7 @@
 """Request and response schemas of the runs API. Every limit here is in the OpenAPI schema."""
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from ninja import Schema
 from pydantic import (
@@ -16,6 +16,7 @@ from pydantic import (
 from pydantic import (
     Strict as StrictType,
 )
+from typing_extensions import TypedDict  # pydantic needs it below Python 3.12
 
 from project.schemas import PAGE_RULE
 from runs.models import LABEL_RULE, MAX_LABELS, NAME_PATTERN, NAME_RULE
@@ -147,9 +148,17 @@ class ToolCallPage(Schema):
     next: int | None = Field(None, description=f"Pass as `after` for the next page. {PAGE_RULE}")
 
 
-class EventIn(Strict):
-    kind: str = Field(..., pattern=NAME_PATTERN, description=f"Event kind: {NAME_RULE}.")
-    payload: Any = Field(None, description="JSON, at most EVENT_PAYLOAD_MAX_BYTES.")
+class EventIn(TypedDict):
+    """One event of a batch: a TypedDict, validated about 3x faster than a model per event (a
+    1,000-event batch: ~0.5 against ~1.4 ms, spent in C holding the GIL that the run's writer
+    waits for; decision 0048)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[misc]
+
+    kind: Annotated[str, Field(pattern=NAME_PATTERN, description=f"Event kind: {NAME_RULE}.")]
+    payload: NotRequired[
+        Annotated[Any, Field(description="JSON, at most EVENT_PAYLOAD_MAX_BYTES.")]
+    ]
 
 
 class EventsIn(Strict):

@@ -15,6 +15,7 @@ import fcntl
 import functools
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
@@ -27,8 +28,11 @@ from django.conf import settings
 from project.exceptions import DependencyUnavailable
 from runs.exceptions import RunBusy
 
-# How often a waiter asks again for a lease another process holds (redis-py polls, so does flock).
+# How often a waiter asks again for a lease another process holds (flock is polled). A Redis
+# waiter is woken by the holder's release instead, and asks at least every WAKE_S (a holder
+# that died wakes nobody: its TTL frees the lease).
 POLL_S = 0.001
+WAKE_S = 0.05
 
 
 def _always(*, ask: bool = False) -> bool:
@@ -53,12 +57,24 @@ class Leases(Protocol):
 
 
 class FencedLock(redis.lock.Lock):
-    """redis-py's `Lock` (token, TTL, polling acquire, compare-and-delete release) whose
-    acquisition also takes the run's next fencing token, in the same round trip."""
+    """redis-py's `Lock` (token, TTL, compare-and-delete release) whose acquisition also takes
+    the run's next fencing token, in the same round trip, and whose waiters are woken by the
+    release instead of polling.
+
+    The release pushes one wake-up onto the run's wake list (`BLPOP`ed by a waiter, at most
+    one kept, expiring with the lease's TTL). redis-py's own acquire polls: every waiter asked
+    Redis every `POLL_S`, and the lease changed hands up to a poll (plus a GIL hand-off) after
+    its release; two processes writing one run spent a third of each cycle so (decision 0049).
+    """
 
     ACQUIRE = (
         "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
         "return redis.call('INCR', KEYS[2]) end return 0"
+    )
+    RELEASE = (
+        "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+        "redis.call('DEL', KEYS[1], KEYS[2]) redis.call('RPUSH', KEYS[2], 1) "
+        "redis.call('PEXPIRE', KEYS[2], ARGV[2]) return 1"
     )
     fence = 0
     acquired_at = 0.0
@@ -66,6 +82,40 @@ class FencedLock(redis.lock.Lock):
     def __init__(self, client: redis.Redis, name: str, **kwargs: Any):
         super().__init__(client, name, **kwargs)
         self._acquire_script = _scripts(client).acquire
+        self._release_script = _scripts(client).release
+        self._wake = _wake_key_of(name)
+
+    def acquire(
+        self,
+        sleep: Any = None,
+        blocking: bool | None = None,
+        blocking_timeout: Any = None,
+        token: Any = None,
+    ) -> bool:
+        """Take the lease within `blocking_timeout` seconds (the lock's own by default)."""
+        token = (
+            uuid.uuid1().hex.encode() if token is None else self.redis.get_encoder().encode(token)
+        )
+        wait_s = self.blocking_timeout if blocking_timeout is None else blocking_timeout
+        deadline = time.monotonic() + float(wait_s or 0)
+        while True:
+            if self.do_acquire(token):
+                self.local.token = token
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.redis.blpop([self._wake], timeout=round(max(0.001, min(remaining, WAKE_S)), 3))
+
+    def do_release(self, expected_token: str) -> None:
+        assert self.timeout is not None
+        released = self._release_script(
+            keys=[self.name, self._wake], args=[expected_token, int(self.timeout * 1000)]
+        )
+        if not released:
+            raise redis.exceptions.LockNotOwnedError(
+                "Cannot release a lock that's no longer owned", lock_name=self.name
+            )
 
     def do_acquire(self, token: str) -> bool:
         assert self.timeout is not None
@@ -118,7 +168,6 @@ class RedisLeases:
             self._client,
             _lease_key(run_id),
             timeout=settings.RUN_LEASE_TTL_S,
-            sleep=POLL_S,
             blocking_timeout=wait_s,
             thread_local=False,
         )
@@ -149,6 +198,7 @@ class RedisLeases:
 @dataclass(frozen=True)
 class _Scripts:
     acquire: Any
+    release: Any
     raise_fence: Any
 
 
@@ -156,6 +206,7 @@ class _Scripts:
 def _scripts(client: redis.Redis) -> _Scripts:
     return _Scripts(
         acquire=client.register_script(FencedLock.ACQUIRE),
+        release=client.register_script(FencedLock.RELEASE),
         # Set the counter above a floor and return the next token, in one atomic step.
         raise_fence=client.register_script(
             "local v = tonumber(redis.call('GET', KEYS[1]) or '0') "
@@ -175,6 +226,10 @@ def _fence_key(run_id: str) -> str:
 
 def _fence_key_of(lease_key: str) -> str:
     return _fence_key(lease_key.removeprefix(_lease_key("")))
+
+
+def _wake_key_of(lease_key: str) -> str:
+    return f"agentdb:wake:{lease_key.removeprefix(_lease_key(''))}"
 
 
 def _unreachable(exc: Exception) -> DependencyUnavailable:

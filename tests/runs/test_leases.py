@@ -48,9 +48,10 @@ def test_a_waiter_takes_the_lease_when_it_is_released(leases, monkeypatch):
 
 
 def test_the_wait_is_bounded_while_the_holder_keeps_it(leases):
-    with leases.hold("run2", path=Path("/nonexistent"), wait_s=1), pytest.raises(RunBusy):
-        with leases.hold("run2", path=Path("/nonexistent"), wait_s=0.2):
-            pass
+    with leases.hold("run2", path=Path("/nonexistent"), wait_s=1):
+        busy = leases.hold("run2", path=Path("/nonexistent"), wait_s=0.2)
+        with pytest.raises(RunBusy):
+            busy.__enter__()
 
 
 def test_wake_ups_do_not_pile_up(leases, redis_url):

@@ -13,7 +13,8 @@ and Redis db (REDIS_URL, default db 9 on loopback), then prints one JSON object:
   clock: no polling in the figure);
 - `async_enqueue_per_s`: the 202s per second `wrk` got (the web's share), with its p50/p99;
 - `sync_calls_per_s`: synchronous calls on another run, by `wrk` over the same connections:
-  POST a call (201), then PATCH its result (200); calls given their result per second.
+  POST a call (201), then PATCH its result (200); calls given their result per second (within
+  `--clients` calls of exact: wrk stops with some calls posted and not yet given a result).
 
 Any request that fails fails the benchmark (no rate is printed from a partial run).
 

@@ -8,6 +8,7 @@ is a SQLite file under `DATA_DIR`. See README.md, "Configuration".
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 
@@ -113,8 +114,6 @@ TEMPLATES = [
 # Every SQLite connection (control plane, tenant, run): WAL, synchronous=NORMAL (configurable),
 # busy timeout, foreign keys on (Django sets it), BEGIN IMMEDIATE for writers.
 SQLITE_SYNCHRONOUS = os.environ.get("SQLITE_SYNCHRONOUS", "NORMAL").upper()
-# API keys' last use is written to the control plane in batches this often (tenants/usage.py).
-API_KEY_USAGE_FLUSH_S = float(os.environ.get("API_KEY_USAGE_FLUSH_S", "10"))
 SQLITE_BUSY_TIMEOUT_S = float(os.environ.get("SQLITE_BUSY_TIMEOUT_S", "5"))
 SQLITE_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
@@ -181,8 +180,11 @@ else:
 
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 CELERY_BROKER_URL = REDIS_URL or "memory://"
-# kombu's Redis transport, reusing one client per channel (project/broker.py, decision 0046).
-CELERY_BROKER_TRANSPORT = "project.broker:Transport" if REDIS_URL else None
+# kombu's Redis transport, reusing one client per channel (project/broker.py, decision 0046);
+# for redis:// only: an explicit transport would skip kombu's TLS set-up for rediss://.
+CELERY_BROKER_TRANSPORT = (
+    "project.broker:Transport" if urlsplit(REDIS_URL).scheme == "redis" else None
+)
 CELERY_RESULT_BACKEND = REDIS_URL or None
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
@@ -292,6 +294,9 @@ API_MAX_REQUEST_LINE = _env_int("API_MAX_REQUEST_LINE", 4094)
 API_MAX_PAGE_BYTES = _env_int("API_MAX_PAGE_BYTES", 4 * 1024 * 1024)
 # API keys and runs are memoised per process this long (project/memo.py); 0 turns it off.
 API_LOOKUP_CACHE_SECONDS = float(os.environ.get("API_LOOKUP_CACHE_SECONDS", "5"))
+# API keys' last use is written to the control plane in batches this often (tenants/usage.py;
+# 0: by the request itself).
+API_KEY_USAGE_FLUSH_S = float(os.environ.get("API_KEY_USAGE_FLUSH_S", "10"))
 # Each process reads the revocation generation (Redis, or the control plane when embedded) at
 # most this often and drops its memos when it moved: revocation reaches every process within
 # about this long (tenants/revocation.py, decision 0025).

@@ -148,10 +148,10 @@ class ToolCallPage(Schema):
     next: int | None = Field(None, description=f"Pass as `after` for the next page. {PAGE_RULE}")
 
 
+# A TypedDict, not a model: validated about 3x faster per event (a 1,000-event batch: ~0.5
+# against ~1.4 ms, spent in C holding the GIL that the run's writer waits for; decision 0048).
 class EventIn(TypedDict):
-    """One event of a batch: a TypedDict, validated about 3x faster than a model per event (a
-    1,000-event batch: ~0.5 against ~1.4 ms, spent in C holding the GIL that the run's writer
-    waits for; decision 0048)."""
+    """One event of a batch."""
 
     __pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[misc]
 

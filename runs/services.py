@@ -217,7 +217,8 @@ def tool_call_complete(*, run: Run, seq: int, outcome: Outcome) -> ToolCall:
 EVENT_COLUMNS = ("seq", "kind", "payload", "created_at")
 EVENTS_INSERT = (
     "INSERT INTO runs_event (seq, kind, payload, created_at) "
-    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?, '$.rows')"
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?, '$.rows')"
 )
 
 

@@ -134,7 +134,8 @@ def update_stored(
 
     `insert_stored`'s counterpart for the run writer's conditional transitions: one statement,
     no SELECT before or after. `values` are attnames prepared through their fields; `extra_set`
-    adds raw assignments (`"attempts" = "attempts" + 1`).
+    adds raw assignments (`"attempts" = "attempts" + 1`). `where` and `extra_set` are constant
+    SQL of the caller: `where` pins one row (its primary key), `extra_set` binds nothing.
     """
     meta = model._meta
     connection = connections[using]
@@ -156,9 +157,22 @@ def update_stored(
         if stored is None:
             return None
         names = [column[0] for column in cursor.description]
-    # Django's SQLite connection parses datetime columns; str() gives back the stored text.
-    texts = [str(v) if isinstance(v, datetime) else v for v in stored]
-    return dict(zip(names, texts, strict=True))
+    reals = _real_columns(model)
+    row = {}
+    for name, value in zip(names, stored, strict=True):
+        if isinstance(value, datetime):
+            value = str(value)  # Django's connection parses datetimes: give back the stored text
+        elif name in reals and type(value) is int:
+            value = float(value)  # RETURNING gives a whole REAL as an integer, SELECT does not
+        row[name] = value
+    return row
+
+
+@functools.cache
+def _real_columns(model: type[Model]) -> frozenset[str]:
+    return frozenset(
+        str(f.column) for f in model._meta.concrete_fields if f.get_internal_type() == "FloatField"
+    )
 
 
 def instance_from_stored(model: type[M], *, using: str, row: dict[str, Any]) -> M:

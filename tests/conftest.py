@@ -66,6 +66,9 @@ def data_dir(tmp_path: Path, settings, template_cache: Path) -> Iterator[Path]:
     settings.ARCHIVE_ON_COMPLETE = False
     # In-process tests change rows under the API's feet; memo tests turn it back on.
     settings.API_LOOKUP_CACHE_SECONDS = 0
+    # Keys' last use written by the request, not by a thread writing the test database behind
+    # the tests' backs; tests/tenants/test_usage.py turns the thread on.
+    settings.API_KEY_USAGE_FLUSH_S = 0
     yield directory
     tenant_connections.close_all()
 

@@ -1,16 +1,21 @@
 """The runs API in-process: semantics of each endpoint and its errors."""
 
 import sqlite3
+from datetime import datetime
 
 import hypothesis
 import pydantic_core
 import pytest
+from django.db import connections, router, transaction
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from audit.verify import verify_file
-from runs.models import Run
+from runs import services
+from runs.models import Run, ToolCall
+from tenancy.context import run_context
 from tenancy.paths import absolute
+from tenancy.rows import instance_from_stored, update_stored
 from tests.runs.endpoints import run_endpoints
 
 pytestmark = pytest.mark.django_db
@@ -277,3 +282,31 @@ def test_event_payloads_are_stored_as_sent_and_audited(post, api, run_id, payloa
         None if p is None else pydantic_core.to_json(p).decode() for p in payloads
     ]
     assert verify_file(path).ok
+
+
+def test_update_stored_returns_the_row_as_select_reads_it(run_id):
+    # Claim and settle audit the row UPDATE ... RETURNING gives back: it must encode exactly as
+    # the row SELECT * reads (a whole REAL comes back from RETURNING as an integer).
+    run = Run.objects.select_related("tenant", "database").get(pk=run_id)
+    with run_context(run):
+        call, _ = services.tool_call_record(run=run, name="t", args={"a": 1})
+        alias = router.db_for_write(ToolCall)
+        with transaction.atomic(using=alias):
+            row = update_stored(
+                ToolCall,
+                using=alias,
+                where='"seq" = ?',
+                params=[call.seq],
+                status="succeeded",
+                duration_ms=12.0,
+                cost_usd=2.0,
+            )
+            with connections[alias].cursor() as cursor:
+                cursor.execute("SELECT * FROM runs_toolcall WHERE seq = %s", [call.seq])
+                names = [column[0] for column in cursor.description]
+                values = [str(v) if isinstance(v, datetime) else v for v in cursor.fetchone()]
+        selected = dict(zip(names, values, strict=True))
+        assert pydantic_core.to_json(row) == pydantic_core.to_json(selected)
+        loaded = instance_from_stored(ToolCall, using=alias, row=row)
+        assert loaded.duration_ms == 12.0 and type(loaded.duration_ms) is float
+        assert loaded.args == {"a": 1} and loaded.created_at == ToolCall.objects.get().created_at

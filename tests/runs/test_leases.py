@@ -14,6 +14,7 @@ from runs.leases import RedisLeases
 @pytest.fixture
 def leases(redis_url: str, settings) -> RedisLeases:
     settings.RUN_LEASE_TTL_S = 5
+    settings.REDIS_SOCKET_TIMEOUT_S = 60  # lets a waiter block long below (test 1)
     return RedisLeases(redis_url)
 
 

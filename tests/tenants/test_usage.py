@@ -42,6 +42,13 @@ def test_the_thread_writes_within_the_interval(tenant, settings):
     assert _stored(key.pk) is not None
 
 
+def test_with_no_interval_the_request_writes_it(tenant, settings):
+    settings.API_KEY_USAGE_FLUSH_S = 0
+    key, raw = api_key_create(tenant=tenant, name="agent")
+    assert tenant_for_api_key(raw) == tenant
+    assert _stored(key.pk) is not None
+
+
 def test_a_failed_write_is_kept_for_the_next_flush(tenant, settings, monkeypatch):
     settings.API_KEY_USAGE_FLUSH_S = 3600
     usage.flush()

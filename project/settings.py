@@ -201,6 +201,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Look for tasks of lost workers every few seconds rather than every 100 s (kombu's default).
     "unacked_restore_interval": max(1, min(10, TASK_VISIBILITY_TIMEOUT_S // 4)),
     "unacked_restore_throttle": 1,
+    # The mutex a worker takes while it puts lost tasks back: a worker killed while holding it
+    # stopped every other worker from restoring anything for kombu's default 300 s.
+    "unacked_mutex_expire": 10,
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A worker process runs TOOL_WORKER_THREADS calls at once on Celery's threads pool: the calls of

@@ -48,42 +48,30 @@ def wrk(
     seconds: float,
     prefix: str = "",
     seqs: int = 1,
+    body: str | None = None,
     allow_errors: bool = False,
 ) -> dict:
     """Drive `base` for `seconds` with `connections`; return requests, rps and latencies (ms)."""
     env = {
+        **os.environ,
         "BENCH_TARGETS": str(targets),
         "BENCH_MODE": mode,
         "BENCH_PREFIX": prefix,
         "BENCH_SEQS": str(seqs),
+        **({"BENCH_BODY": body} if body is not None else {}),
     }
-    return run_wrk(
-        base, LUA, env, connections=connections, seconds=seconds, allow_errors=allow_errors
-    )
-
-
-def run_wrk(
-    base: str,
-    script: Path,
-    env: dict[str, str],
-    *,
-    connections: int,
-    seconds: float,
-    allow_errors: bool = False,
-) -> dict:
-    """Run `wrk` with a Lua `script` (its settings in `env`) whose done() prints our JSON line."""
     out = subprocess.run(
-        wrk_command(base, script, connections=connections, seconds=seconds),
+        wrk_command(base, LUA, connections=connections, seconds=seconds),
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, **env},
+        env=env,
     )
     raw = json.loads(out.stdout.strip().splitlines()[-1])
     if (raw["non_2xx"] or raw["socket_errors"]) and not allow_errors:
         # Errors are fast answers that would inflate the figure: refuse to report it.
         raise SystemExit(
-            f"{base} ({script.name}, c={connections}): {raw['non_2xx']} non-2xx answers, "
+            f"{base} ({mode}, c={connections}): {raw['non_2xx']} non-2xx answers, "
             f"{raw['socket_errors']} socket errors of {raw['requests']} requests"
         )
     return {

@@ -7,7 +7,7 @@ and Redis db (REDIS_URL, default db 9 on loopback), then prints one JSON object:
 
 - `async_done_ms_p50` / `_p99`: one `echo` at a time: POST `async: true` (202), then
   `GET .../tool-calls/{seq}?wait=5` until `succeeded`; milliseconds from the POST to the answer;
-- `async_calls_per_s`: `wrk` (`bench/wrk/queue.lua`, `--clients` connections, `--seconds`)
+- `async_calls_per_s`: `wrk` (`bench/wrk/toolcalls.lua`, `--clients` connections, `--seconds`)
   posts async `echo` calls to one run; then every call must reach `succeeded`. Calls per
   second from the first call's `created_at` to the last one's `completed_at` (the server's
   clock: no polling in the figure);
@@ -38,7 +38,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import redis  # noqa: E402
 import requests  # noqa: E402
 
-from bench.loadgen import require_wrk, run_wrk  # noqa: E402
+from bench.loadgen import require_wrk, write_targets, wrk  # noqa: E402
 from tests.processes import (  # noqa: E402
     PYTHON,
     free_port,
@@ -50,7 +50,8 @@ from tests.processes import (  # noqa: E402
 )
 
 DEADLINE_S = 60.0  # for one call to finish: a worker that never took it fails the bench
-LUA = ROOT / "bench" / "wrk" / "queue.lua"
+ASYNC_ECHO = json.dumps({"name": "echo", "args": {"i": 1}, "async": True})
+SYNC_ECHO = json.dumps({"name": "echo", "args": {"i": 1}})
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -86,7 +87,7 @@ def main() -> None:
             wait_http(f"{base}/healthz")
             if worker.poll() is not None:
                 raise SystemExit(f"the worker exited:\n{(data_dir / 'worker.log').read_text()}")
-            result = _measure(base, key, options)
+            result = _measure(base, key, options, data_dir)
         finally:
             worker.terminate()
             worker.wait(timeout=30)
@@ -95,7 +96,7 @@ def main() -> None:
     print(json.dumps({"bench": "queue", **result}))
 
 
-def _measure(base: str, key: str, options: argparse.Namespace) -> dict[str, float]:
+def _measure(base: str, key: str, options: argparse.Namespace, tmp: Path) -> dict[str, float]:
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {key}"
     run = session.post(f"{base}/api/v1/runs", json={}).json()["id"]
@@ -140,16 +141,24 @@ def _measure(base: str, key: str, options: argparse.Namespace) -> dict[str, floa
                 return found
             after = page.json()["next"]
 
-    def load(run_id: str, mode: str) -> dict:
-        path = f"/api/v1/runs/{run_id}/tool-calls"
-        env = {"BENCH_PATH": path, "BENCH_KEY": key, "BENCH_MODE": mode}
-        return run_wrk(base, LUA, env, connections=options.clients, seconds=options.seconds)
+    def load(run_id: str, mode: str, body: str) -> dict:
+        host = base.removeprefix("http://")
+        targets = write_targets(tmp / f"{run_id}.targets", [[host, key, run_id]])
+        return wrk(
+            base,
+            targets,
+            mode=mode,
+            connections=options.clients,
+            seconds=options.seconds,
+            prefix="/api/v1",
+            body=body,
+        )
 
     def at(text: str) -> float:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
     flood = session.post(f"{base}/api/v1/runs", json={}).json()["id"]
-    posted = load(flood, "async")
+    posted = load(flood, "post", ASYNC_ECHO)
     flood_calls = f"{base}/api/v1/runs/{flood}/tool-calls"
     for call in calls_of(flood):
         if call["status"] != "succeeded":
@@ -162,7 +171,7 @@ def _measure(base: str, key: str, options: argparse.Namespace) -> dict[str, floa
     )
 
     plain = session.post(f"{base}/api/v1/runs", json={}).json()["id"]
-    synced = load(plain, "sync")
+    synced = load(plain, "sync", SYNC_ECHO)
     given = sum(1 for call in calls_of(plain) if call["status"] == "succeeded")
     return {
         "async_done_ms_p50": round(statistics.median(latencies), 2),

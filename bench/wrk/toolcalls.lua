@@ -1,8 +1,11 @@
--- Tool-call load for bench/peers.py and bench/scale.py: every request picks a random target.
+-- Tool-call load for bench/peers.py, bench/scale.py and bench/queue.py: every request picks a
+-- random target.
 --
 -- Environment:
 --   BENCH_TARGETS  file of "host key run" lines (the Host header, the bearer key, the run id)
---   BENCH_MODE     "post" (POST /runs/{run}/tool-calls) or "get" (GET .../tool-calls/{seq})
+--   BENCH_MODE     "post" (POST /runs/{run}/tool-calls), "get" (GET .../tool-calls/{seq}), or
+--                  "sync": POST a call (201), then PATCH its result (200); sync uses the first
+--                  target only (a response does not say which target its request went to)
 --   BENCH_PREFIX   path prefix, e.g. "/api/v1" ("" for the peers)
 --   BENCH_SEQS     GET: seq drawn uniformly from 1..BENCH_SEQS (every run holds that many calls)
 --   BENCH_BODY     POST: the JSON body (default: a synchronous "search" call)
@@ -40,12 +43,31 @@ function init(args)
   math.randomseed(os.time() * 1000 + (thread_id or 0))
 end
 
+local result = '{"result": {"i": 1}}'
+local unpatched = {} -- sync: this thread's calls recorded and not yet given their result
+
 function request()
+  if mode == "sync" then
+    local t = targets[1]
+    if #unpatched > 0 then
+      return wrk.format("PATCH", t.path .. "/" .. table.remove(unpatched), t.headers, result)
+    end
+    return wrk.format("POST", t.path, t.headers, body)
+  end
   local t = targets[math.random(#targets)]
   if mode == "post" then
     return wrk.format("POST", t.path, t.headers, body)
   end
   return wrk.format("GET", t.path .. "/" .. math.random(seqs), t.headers)
+end
+
+if mode == "sync" then
+  -- Defined only here: wrk parses every response for a script that has response().
+  function response(status, headers, response_body)
+    if status == 201 then
+      unpatched[#unpatched + 1] = response_body:match('"seq":%s*(%d+)')
+    end
+  end
 end
 
 function done(summary, latency, requests)

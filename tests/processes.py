@@ -4,9 +4,11 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -119,3 +121,42 @@ def kill_gunicorn(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+@dataclass
+class Live:
+    root: str
+    keys: dict[str, str]
+    data_dir: Path
+    env: dict[str, str]
+    proc: subprocess.Popen
+
+    def url(self, path: str) -> str:
+        return f"{self.root}/api/v1{path}"
+
+    def headers(self, slug: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[slug]}"}
+
+    def call(self, slug: str, method: str, path: str, body=None) -> requests.Response:
+        return requests.request(
+            method, self.url(path), json=body, headers=self.headers(slug), timeout=30
+        )
+
+    def registry(self) -> dict[str, tuple[str, str]]:
+        """Return {relative path: (state, last_error)} from the control plane's registry."""
+        with sqlite3.connect(self.data_dir / "control.sqlite3") as conn:
+            rows = conn.execute("SELECT path, state, last_error FROM tenants_database")
+            return {path: (state, error) for path, state, error in rows}
+
+
+def serve(tmp_path: Path, slugs: list[str], *, nofile: int | None = None, **env: str) -> Live:
+    """Start gunicorn on a fresh DATA_DIR under `tmp_path` with tenants `slugs` (one key each)
+    and `env` on top of `project_env`; return once it answers. The caller stops it."""
+    data_dir = tmp_path / "data"
+    port = free_port()
+    environment = project_env(data_dir, PORT=str(port), ACCESS_LOG="", **env)
+    keys = migrate_with_tenants(environment, *slugs)
+    proc = start_gunicorn(environment, data_dir / "gunicorn.log", nofile=nofile)
+    live = Live(f"http://127.0.0.1:{port}", keys, data_dir, environment, proc)
+    wait_http(f"{live.root}/healthz")
+    return live

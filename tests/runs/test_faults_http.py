@@ -9,61 +9,14 @@ import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.processes import (
-    free_port,
-    kill_gunicorn,
-    manage,
-    migrate_with_tenants,
-    project_env,
-    start_gunicorn,
-    stop_gunicorn,
-    wait_http,
-)
+from tests.processes import Live, kill_gunicorn, manage, serve, stop_gunicorn
 
 pytestmark = pytest.mark.processes
-
-
-@dataclass
-class Live:
-    root: str
-    keys: dict[str, str]
-    data_dir: Path
-    env: dict[str, str]
-    proc: subprocess.Popen
-
-    def url(self, path: str) -> str:
-        return f"{self.root}/api/v1{path}"
-
-    def headers(self, slug: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys[slug]}"}
-
-    def call(self, slug: str, method: str, path: str, body=None) -> requests.Response:
-        return requests.request(
-            method, self.url(path), json=body, headers=self.headers(slug), timeout=30
-        )
-
-    def registry(self) -> dict[str, tuple[str, str]]:
-        """Return {relative path: (state, last_error)} from the control plane's registry."""
-        with sqlite3.connect(self.data_dir / "control.sqlite3") as conn:
-            rows = conn.execute("SELECT path, state, last_error FROM tenants_database")
-            return {path: (state, error) for path, state, error in rows}
-
-
-def serve(tmp_path: Path, slugs: list[str], *, nofile: int | None = None, **env: str) -> Live:
-    data_dir = tmp_path / "data"
-    port = free_port()
-    environment = project_env(data_dir, PORT=str(port), ACCESS_LOG="", **env)
-    keys = migrate_with_tenants(environment, *slugs)
-    proc = start_gunicorn(environment, data_dir / "gunicorn.log", nofile=nofile)
-    live = Live(f"http://127.0.0.1:{port}", keys, data_dir, environment, proc)
-    wait_http(f"{live.root}/healthz")
-    return live
 
 
 @pytest.fixture

@@ -18,14 +18,8 @@ import pytest
 import redis
 import requests
 
-from tests.processes import (
-    free_port,
-    migrate_with_tenants,
-    project_env,
-    start_gunicorn,
-    stop_gunicorn,
-    wait_http,
-)
+from tests import processes
+from tests.processes import free_port, stop_gunicorn
 
 pytestmark = pytest.mark.processes
 
@@ -56,14 +50,8 @@ class Served:
 
 
 def serve(tmp_path: Path, **extra: str) -> Served:
-    data_dir = tmp_path / "data"
-    port = free_port()
-    env = project_env(data_dir, PORT=str(port), ACCESS_LOG="", **extra)
-    key = migrate_with_tenants(env, "acme")["acme"]
-    proc = start_gunicorn(env, tmp_path / "gunicorn.log")
-    base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/healthz")
-    return Served(base, key, data_dir, proc)
+    live = processes.serve(tmp_path, ["acme"], **extra)
+    return Served(live.root, live.keys["acme"], live.data_dir, live.proc)
 
 
 @dataclass

@@ -37,7 +37,7 @@ from tenancy import connections
 from tenancy.context import tenant_context
 from tenancy.ids import new_id
 from tenancy.paths import absolute, run_alias, scratch_dir
-from tenancy.templates import remove_database_files
+from tenancy.templates import fsync_path, remove_database_files
 
 logger = logging.getLogger(__name__)
 
@@ -137,11 +137,7 @@ def _rename(final: Path, shot: Snapshot) -> None:
         if mode is not None:
             os.chmod(shot.path, mode)
         os.replace(shot.path, final)
-    folder = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    fsync_path(final.parent)
 
 
 def _upload(key: str, shot: Snapshot) -> None:

@@ -26,6 +26,7 @@ from tenancy.connections import connection_for, touch
 from tenancy.exceptions import DatabaseUnavailable
 from tenancy.ids import new_id
 from tenancy.paths import archived_run_alias, restored_dir
+from tenancy.templates import fsync_path
 
 CHUNK = 4 * 1024 * 1024
 
@@ -57,11 +58,7 @@ def restored_copy(*, key: str, sha256: str) -> Path:
             )
         # Durable before it takes its checksum's name: after a power loss that name must not
         # hold a torn copy, which would be served as the archive.
-        fd = os.open(partial, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(partial)
         os.replace(partial, path)
     except DatabaseUnavailable:
         raise

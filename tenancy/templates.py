@@ -145,7 +145,7 @@ def ensure_template(kind: Scope) -> tuple[Path, str]:
             with building.open("rb") as built:
                 os.fsync(built.fileno())
             os.replace(building, path)
-            _fsync_dir(path.parent)
+            fsync_path(path.parent)
         finally:
             remove_database_files(building)
     return path, version
@@ -169,7 +169,7 @@ def copy_template(template: Path, destination: Path) -> None:
     except BaseException:
         remove_database_files(destination)
         raise
-    _fsync_dir(destination.parent)
+    fsync_path(destination.parent)
 
 
 def remove_database_files(path: Path) -> None:
@@ -179,8 +179,9 @@ def remove_database_files(path: Path) -> None:
         path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a rename in it is durable once its directory is)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

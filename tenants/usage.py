@@ -27,13 +27,13 @@ logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _pending: dict[int, datetime] = {}
-_flusher_pid: int | None = None  # the process whose flushing thread runs
+_flushing = False  # this process's flushing thread is started
 
 
 def _after_fork() -> None:
-    # A child starts with no thread of its own and must not inherit a lock held at the fork.
-    global _lock, _pending
-    _lock, _pending = threading.Lock(), {}
+    # A child has no thread of its own yet and must not inherit a lock held at the fork.
+    global _lock, _pending, _flushing
+    _lock, _pending, _flushing = threading.Lock(), {}, False
 
 
 os.register_at_fork(after_in_child=_after_fork)
@@ -41,19 +41,16 @@ os.register_at_fork(after_in_child=_after_fork)
 
 def note_used(key_id: int, at: datetime) -> None:
     """Record that key `key_id` was used at `at`; written within `API_KEY_USAGE_FLUSH_S`."""
-    global _flusher_pid
+    global _flushing
     if settings.API_KEY_USAGE_FLUSH_S <= 0:
         _write([(key_id, at)])
         return
     with _lock:
         _pending[key_id] = at
-        if _flusher_pid == os.getpid():
+        if _flushing:
             return
-        first = _flusher_pid is None
-        _flusher_pid = os.getpid()  # a forked child starts its own thread
+        _flushing = True
     threading.Thread(target=_flush_forever, name="api-key-usage", daemon=True).start()
-    if first:
-        atexit.register(flush)
 
 
 def flush() -> int:
@@ -106,3 +103,6 @@ def _flush_forever() -> None:
             logger.exception("API keys' last use: flush failed")
         with suppress(Exception):
             connections.close_all()  # this thread's own connections: no idle one held open
+
+
+atexit.register(flush)  # a graceful stop writes what is pending (nothing: no database touched)

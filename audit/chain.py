@@ -1,5 +1,6 @@
 """Append to the hash-chained audit trails (decision 0034). A leaf module: it imports nothing of
-the apps, so `runs` and `tenants` call it from inside their own transactions.
+the apps but `tenancy.rows` (the bottom layer), so `runs` and `tenants` call it from inside
+their own transactions.
 
 An entry's hash is SHA-256 over `seq, kind, created_at, prev_hash` (separated by 0x1f) and then
 its body, the canonical JSON of what the write changed (compact, UTF-8, as `pydantic_core`
@@ -21,6 +22,8 @@ from django.conf import settings
 from django.db import connections, router, transaction
 from django.utils import timezone
 
+from tenancy.rows import raw_connection
+
 GENESIS = "0" * 64
 RUN_TABLE = "audit_runentry"
 TENANT_TABLE = "audit_tenantentry"
@@ -39,12 +42,9 @@ def encode(value: Any) -> str:
 
 
 def _append(alias: str, table: str, kind: str, body: str) -> str:
-    connection = connections[alias]
-    created_at = str(connection.ops.adapt_datetimefield_value(timezone.now()))
-    connection.ensure_connection()
+    created_at = str(connections[alias].ops.adapt_datetimefield_value(timezone.now()))
     # The raw connection (two statements on the writer's hot path), with Django's errors.
-    with connection.wrap_database_errors:
-        raw = connection.connection
+    with raw_connection(alias) as raw:
         # Inside the writer's transaction (BEGIN IMMEDIATE): the head cannot move under us.
         head = raw.execute(f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)

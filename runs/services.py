@@ -57,7 +57,13 @@ from tenancy.exceptions import DatabaseQuarantined, DatabaseUnavailable
 from tenancy.ids import new_id
 from tenancy.paths import absolute, run_alias, run_db_relpath
 from tenancy.provisioning import database_provisioned
-from tenancy.rows import insert_row, insert_stored, instance_from_stored, update_stored
+from tenancy.rows import (
+    insert_row,
+    insert_stored,
+    instance_from_stored,
+    raw_connection,
+    update_stored,
+)
 from tenancy.scopes import Scope
 from tenants.models import Database, Tenant
 
@@ -245,11 +251,8 @@ def events_append(*, run: Run, events: list[tuple[str, Any]]) -> list[int]:
 
     def work() -> list[int]:
         alias = router.db_for_write(Event)
-        connection = connections[alias]
-        created_at = connection.ops.adapt_datetimefield_value(timezone.now())
-        connection.ensure_connection()
-        with connection.wrap_database_errors:
-            raw = connection.connection
+        created_at = connections[alias].ops.adapt_datetimefield_value(timezone.now())
+        with raw_connection(alias) as raw:
             # The writer holds the database's write lock: the next seqs are known and gapless.
             found = raw.execute("SELECT seq FROM sqlite_sequence WHERE name = 'runs_event'")
             last = found.fetchone()

@@ -312,8 +312,17 @@ RUN_MAX_DB_BYTES = _env_int("RUN_MAX_DB_BYTES", 1024 * 1024 * 1024)
 RUN_IDLE_TIMEOUT = _env_int("RUN_IDLE_TIMEOUT", 24 * 60 * 60)
 RUN_EXPIRE_EVERY_S = _env_int("RUN_EXPIRE_EVERY_S", 300)
 # https://docs.celeryq.dev/en/stable/userguide/periodic-tasks.html (`make beat`)
+# Queued calls whose broker message was lost (a crash between commit and publish, Redis restarted)
+# are sent again, looked for this often; a published call is trusted to its message this long
+# (decision 0050): keep it above TASK_VISIBILITY_TIMEOUT_S and the longest a queue backs up.
+TOOL_REDISPATCH_EVERY_S = _env_int("TOOL_REDISPATCH_EVERY_S", 60)
+TOOL_REDISPATCH_AFTER_S = _env_int("TOOL_REDISPATCH_AFTER_S", 3600)
 CELERY_BEAT_SCHEDULE = {
     "expire-idle-runs": {"task": "runs.expire_idle", "schedule": float(RUN_EXPIRE_EVERY_S)},
+    "redispatch-lost-calls": {
+        "task": "runs.redispatch_lost",
+        "schedule": float(TOOL_REDISPATCH_EVERY_S),
+    },
 }
 # Encoded JSON sizes: 413 beyond.
 RUN_METADATA_MAX_BYTES = _env_int("RUN_METADATA_MAX_BYTES", 16 * 1024)

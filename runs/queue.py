@@ -16,21 +16,25 @@ limits stand behind both (timeout + TOOL_KILL_GRACE_S, and twice that).
 import collections
 import concurrent.futures
 import contextvars
+import functools
 import logging
+import math
 import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from typing import Any
 
+import redis
 from celery import chord
 from celery.canvas import Signature
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from project.exceptions import ApplicationError
@@ -69,16 +73,19 @@ def signature(*, run: Run, seq: int, tool: Tool) -> Signature:
     return tool_call_execute.si(run.tenant_id, run.id, seq).set(**_options(run, seq, tool))
 
 
-def _options(run: Run, seq: int, tool: Tool) -> dict[str, Any]:
+def _options(run: Run, seq: int, tool: Tool | None) -> dict[str, Any]:
+    if tool is None:  # no longer registered: the worker records it failed (`unknown_tool`)
+        return {"task_id": task_id(run.id, seq)}
     soft = tool.timeout_s + settings.TOOL_KILL_GRACE_S
     return {"task_id": task_id(run.id, seq), "soft_time_limit": soft, "time_limit": soft * 2}
 
 
-def dispatch(*, run: Run, seq: int, tool: Tool) -> None:
+def dispatch(*, run: Run, seq: int, tool: Tool | None) -> None:
     """Hand a committed `queued` call to a worker: Celery, or the embedded pool."""
     if settings.REDIS_URL:
         from runs.tasks import tool_call_execute
 
+        mark_dispatched(run.id, seq)
         # The task's own apply_async: what `signature(...).apply_async()` ends in, without
         # building and copying a Signature per call.
         tool_call_execute.apply_async((run.tenant_id, run.id, seq), **_options(run, seq, tool))
@@ -98,6 +105,8 @@ def tool_calls_chord(
         for name, args in calls
     ]
     header = [signature(run=run, seq=call.seq, tool=registry.get(call.name)) for call in recorded]
+    for call in recorded:
+        mark_dispatched(run.id, call.seq)
     chord(header)(tool_calls_gather.s(tenant_id=run.tenant_id, run_id=run.id, kind=kind))
     return recorded
 
@@ -116,6 +125,99 @@ def tool_call_cancel(*, run: Run, seq: int) -> ToolCall:
             _cancel_local(run.id, seq)
     waiters.notify(run.id, seq)
     return call
+
+
+# --- Lost hand-offs -----------------------------------------------------------------------------
+#
+# A queued call's message can be lost after the call committed: the process died between the
+# commit and the publish; a worker was killed between taking the message off the queue and
+# recording it as unacknowledged (kombu's Redis transport); Redis restarted (it may keep nothing
+# on disk). Each publish therefore leaves a mark in Redis that lives as long as a message may
+# rightly wait (TOOL_REDISPATCH_AFTER_S, plus a retry's countdown); `redispatch_lost`, run by
+# Celery beat and `manage.py redispatch_calls`, hands every queued call of an active run that
+# has no mark (and is older than a grace, the time between a commit and its publish) to a worker
+# again. A second delivery of a call is harmless: the claim runs a call once it is finished
+# (decision 0050).
+
+DISPATCH_GRACE_S = 30.0
+
+
+def _mark_key(run_id: str, seq: int) -> str:
+    return f"agentdb:dispatched:{run_id}:{seq}"
+
+
+@functools.cache
+def _marks(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
+    )
+
+
+def mark_dispatched(run_id: str, seq: int, *, countdown_s: float = 0.0) -> None:
+    """Record that call `seq` of the run was handed to the broker (to be run `countdown_s`
+    from now): `redispatch_lost` leaves it alone while the mark lives."""
+    ttl = math.ceil(settings.TOOL_REDISPATCH_AFTER_S + countdown_s)
+    _marks(settings.REDIS_URL).set(_mark_key(run_id, seq), 1, ex=ttl)
+
+
+@dataclass
+class Redispatched:
+    """What `redispatch_lost` did: active runs read, calls handed on again, runs not read."""
+
+    checked: int = 0
+    dispatched: list[tuple[str, int]] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def redispatch_lost(
+    *,
+    min_age_s: float = DISPATCH_GRACE_S,
+    tenant_slug: str | None = None,
+    dry_run: bool = False,
+    progress: Callable[[Iterable[Run]], Iterable[Run]] = iter,
+) -> Redispatched:
+    """Hand again every queued call of this node's active runs whose message is lost (no mark)
+    and that was recorded at least `min_age_s` ago; `dry_run`: only list them. Needs REDIS_URL
+    (embedded, calls live in a process's pool and nothing else can tell them lost)."""
+    if not settings.REDIS_URL:
+        raise RuntimeError("Lost hand-offs are found through Redis; REDIS_URL is not set.")
+    cutoff = timezone.now() - timedelta(seconds=min_age_s)
+    runs = Run.objects.filter(status=Run.Status.ACTIVE, database__home_node=settings.HOME_NODE)
+    if tenant_slug is not None:
+        runs = runs.filter(tenant__slug=tenant_slug)
+    done = Redispatched()
+    marks = _marks(settings.REDIS_URL)
+    for run in progress(list(runs.select_related("tenant", "database").order_by("created_at"))):
+        done.checked += 1
+        try:
+            with run_context(run):
+                queued = list(
+                    ToolCall.objects.filter(
+                        status=ToolCall.Status.QUEUED, created_at__lte=cutoff
+                    ).values_list("seq", "name")
+                )
+            if not queued:
+                continue
+            found = marks.mget([_mark_key(run.id, seq) for seq, _ in queued])
+            for (seq, name), mark in zip(queued, found, strict=True):
+                if mark is not None:
+                    continue
+                if not dry_run:
+                    try:
+                        tool: Tool | None = registry.get(name)
+                    except UnknownTool:
+                        tool = None
+                    dispatch(run=run, seq=seq, tool=tool)
+                    logger.warning(
+                        "tool call %s of run %s had lost its message: sent again", seq, run.id
+                    )
+                done.dispatched.append((run.id, seq))
+        except (ApplicationError, DatabaseError, OSError, redis.RedisError) as exc:
+            logger.warning("run %s: lost hand-offs not checked: %s", run.id, exc)
+            done.errors[run.id] = f"{type(exc).__name__}: {exc}"
+    return done
 
 
 def tool_call_wait(*, run: Run, seq: int, wait_s: float) -> ToolCall:

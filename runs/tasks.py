@@ -1,5 +1,6 @@
 """Celery tasks of agent runs. Tasks take ids, never model instances: the worker binds the
-tenant and run itself. Celery beat runs `runs_expire_idle` every RUN_EXPIRE_EVERY_S."""
+tenant and run itself. Celery beat runs `runs_expire_idle` every RUN_EXPIRE_EVERY_S and
+`redispatch_lost` every TOOL_REDISPATCH_EVERY_S."""
 
 from typing import Any
 
@@ -37,15 +38,24 @@ def tool_call_execute(self: Task, tenant_id: str, run_id: str, seq: int) -> dict
     try:
         done = queue.execute(tenant_id=tenant_id, run_id=run_id, seq=seq)
     except Unavailable as exc:
-        raise self.retry(
-            exc=exc,
-            countdown=queue.backoff_s(self.request.retries + 1),
-            max_retries=UNAVAILABLE_RETRIES,
-        ) from exc
+        countdown = queue.backoff_s(self.request.retries + 1)
+        # Past its last retry the call stays queued, unmarked: `redispatch_lost` sends it again.
+        if self.request.retries < UNAVAILABLE_RETRIES:
+            queue.mark_dispatched(run_id, seq, countdown_s=countdown)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=UNAVAILABLE_RETRIES) from exc
     if done.retry_in is not None:
+        queue.mark_dispatched(run_id, seq, countdown_s=done.retry_in)
         # The attempt count lives in the run database; Celery's own count is not the limit.
         raise self.retry(countdown=done.retry_in, max_retries=None)
     return done.as_dict()
+
+
+@shared_task(name="runs.redispatch_lost")
+def redispatch_lost() -> dict[str, int]:
+    """Send again the queued calls of this node's active runs whose message was lost (Celery
+    beat, every TOOL_REDISPATCH_EVERY_S; idempotent)."""
+    done = queue.redispatch_lost()
+    return {"checked": done.checked, "dispatched": len(done.dispatched), "errors": len(done.errors)}
 
 
 @shared_task(name="runs.tool_calls_gather")

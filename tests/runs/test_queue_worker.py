@@ -352,3 +352,70 @@ def test_a_worker_killed_mid_batch_loses_no_call_and_records_none_twice(stack):
         memory = stack.get(f"/api/v1/memory/runs/{run}/{seq}").json()
         assert memory["version"] == call["result"]["executions"], (memory, call)
     assert any(call["attempts"] == 2 for call in outcomes.values())  # some died running
+
+
+# --- Lost hand-offs (decision 0050) ------------------------------------------------------------
+
+ENQUEUE_UNPUBLISHED = """
+from runs.models import Run
+from runs.services import tool_call_enqueue
+run = Run.objects.select_related("tenant", "database").get(id={run!r})
+print(tool_call_enqueue(run=run, name="test.count", args={{}}, dispatch=False)[0].seq)
+"""
+
+
+def _redispatch(stack: Stack, *args: str) -> list[tuple[str, int]]:
+    out = manage(stack.env, "redispatch_calls", "--json", *args).stdout
+    done = json.loads(out.strip().splitlines()[-1])
+    assert done["errors"] == {}, done
+    return [(call["run"], call["seq"]) for call in done["calls"]]
+
+
+def _executions(stack: Stack, run: str, seq: int) -> int:
+    response = stack.get(f"/api/v1/memory/runs/{run}/{seq}")
+    return response.json()["version"] if response.status_code == 200 else 0
+
+
+def test_a_call_committed_but_never_published_is_sent_again_and_runs_once(stack):
+    """The process died between the commit and the publish: the call sits `queued` with no
+    message. Past the grace it is sent again, once, and runs once."""
+    run = stack.run()
+    out = manage(stack.env, "shell", "-c", ENQUEUE_UNPUBLISHED.format(run=run)).stdout
+    seq = int(out.strip().splitlines()[-1])
+    assert _redispatch(stack) == []  # within the grace: it may still be on its way
+    assert stack.get(f"/api/v1/runs/{run}/tool-calls/{seq}").json()["status"] == "queued"
+    assert _redispatch(stack, "--min-age", "0", "--dry-run") == [(run, seq)]
+    assert _redispatch(stack, "--min-age", "0") == [(run, seq)]
+    call = stack.wait_for(run, seq, {"succeeded"})
+    assert call["attempts"] == 1 and call["result"] == {"executions": 1}
+    assert _redispatch(stack, "--min-age", "0") == []  # finished: nothing more to send
+    assert _executions(stack, run, seq) == 1
+
+
+def test_calls_whose_messages_redis_lost_are_sent_again_and_each_runs_once(stack):
+    """Redis restarted empty (it keeps nothing on disk) while calls waited for a worker: every
+    call answered 202 still runs, once."""
+    for proc in stack.workers:
+        _kill(proc)
+    run = stack.run()
+    seqs = [stack.call(run, "test.count", {}) for _ in range(3)]
+    redis.Redis.from_url(BROKER_URL).flushdb()  # the queue, the marks, the leases: all gone
+    stack.start_worker(f"after-flush-{stack.pool}")
+    assert sorted(_redispatch(stack, "--min-age", "0")) == [(run, seq) for seq in seqs]
+    for seq in seqs:
+        call = stack.wait_for(run, seq, {"succeeded"})
+        assert call["attempts"] == 1 and call["result"] == {"executions": 1}, call
+    assert _redispatch(stack, "--min-age", "0") == []
+
+
+def test_a_call_whose_message_waits_in_the_queue_is_not_sent_twice(stack):
+    for proc in stack.workers:
+        _kill(proc)
+    run = stack.run()
+    seq = stack.call(run, "test.count", {})
+    assert _redispatch(stack, "--min-age", "0") == []  # its message is in the queue
+    assert redis.Redis.from_url(BROKER_URL).llen("celery") == 1
+    stack.start_worker(f"after-wait-{stack.pool}")
+    call = stack.wait_for(run, seq, {"succeeded"})
+    assert call["attempts"] == 1 and call["result"] == {"executions": 1}
+    assert _executions(stack, run, seq) == 1

@@ -1,12 +1,13 @@
 """The run's single writer: group commit under the run's lease, fenced in the database.
 
 Every write to a run database goes through `write(run, work)`. Within a process, callers of one
-run queue up; one of them (the leader) takes every queued write, holds the run's lease
-(`runs.leases`), and runs them all in ONE `BEGIN IMMEDIATE` transaction, each in its own
-savepoint, then wakes the callers. Across processes the lease serialises the leaders: exactly
-one holder writes a run at a time. Each caller is answered only after the transaction holding
-its write committed, so a 2xx means committed; a write that fails on its own (a conflict, an
-unknown seq) rolls back to its savepoint and does not disturb the others.
+run queue up; one of them (the leader) takes the run's lease (`runs.leases`), then every write
+queued by then (those that came while it waited included), and runs them all in ONE
+`BEGIN IMMEDIATE` transaction, each in its own savepoint, then wakes the callers. Across
+processes the lease serialises the leaders: exactly one holder writes a run at a time. Each
+caller is answered only after the transaction holding its write committed, so a 2xx means
+committed; a write that fails on its own (a conflict, an unknown seq) rolls back to its
+savepoint and does not disturb the others.
 
 The transaction first records the lease's fencing token in `runs_runinfo.fence` and refuses a
 token lower than the highest that has written; before COMMIT the lease is confirmed (and
@@ -20,6 +21,7 @@ docs/decisions/0029-single-writer-group-commit.md.
 """
 
 import copy
+import logging
 import threading
 import time
 from collections import deque
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
     from runs.models import Run
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -96,17 +100,12 @@ def write(run: "Run", work: Callable[[], T]) -> T:
     with _queue(run.id) as queue:
         with queue.cond:
             queue.pending.append(job)
-        while True:
-            batch = _wait_or_lead(queue, job, deadline, run.id)
-            if batch is None:
-                break
+        while _wait_or_lead(queue, job, deadline, run.id):
             try:
-                _commit(run, batch, deadline)
+                _lead(run, queue, job, deadline)
             finally:
                 with queue.cond:
                     queue.leading = False
-                    for member in batch:
-                        member.done = True
                     queue.cond.notify_all()
             if job.done:
                 break
@@ -129,8 +128,8 @@ def _fresh(error: BaseException) -> BaseException:
         return error.with_traceback(None)
 
 
-def _wait_or_lead(queue: _Queue, job: _Job, deadline: float, run_id: str) -> list[_Job] | None:
-    """Wait until `job` is answered (None) or this thread is to lead (the batch to write)."""
+def _wait_or_lead(queue: _Queue, job: _Job, deadline: float, run_id: str) -> bool:
+    """Wait until `job` is answered (False) or this thread is to lead (True)."""
     with queue.cond:
         while not job.done and queue.leading:
             remaining = deadline - time.monotonic()
@@ -145,11 +144,17 @@ def _wait_or_lead(queue: _Queue, job: _Job, deadline: float, run_id: str) -> lis
             # busy timeout bound; poll anyway so a lost wake-up cannot hang a request.
             queue.cond.wait(remaining if not job.taken and remaining > 0 else 0.5)
         if job.done:
-            return None
+            return False
         queue.leading = True
         linger = settings.RUN_WRITE_LINGER_MS / 1000
         if linger > 0 and len(queue.pending) < settings.RUN_WRITE_BATCH_MAX:
             queue.cond.wait(linger)  # let a few more writes join this transaction
+        return True
+
+
+def _take(queue: _Queue) -> list[_Job]:
+    """Take the next batch: the writes waiting now, oldest first, at most RUN_WRITE_BATCH_MAX."""
+    with queue.cond:
         size = min(len(queue.pending), settings.RUN_WRITE_BATCH_MAX)
         batch = [queue.pending.popleft() for _ in range(size)]
         for member in batch:
@@ -157,38 +162,64 @@ def _wait_or_lead(queue: _Queue, job: _Job, deadline: float, run_id: str) -> lis
         return batch
 
 
-def _commit(run: "Run", batch: list[_Job], deadline: float) -> None:
-    """Write `batch` in one transaction under the run's lease; record each job's outcome.
+def _lead(run: "Run", queue: _Queue, job: _Job, deadline: float) -> None:
+    """Take the run's lease, then the writes waiting by then, and write them as one batch.
 
-    The lease is waited for until the leader's own deadline (at least a moment), so a write's
-    whole wait is bounded by `RUN_WRITE_WAIT_S` plus SQLite's busy timeout at BEGIN.
+    The batch is taken once the lease is held, not before: the writes that arrived while the
+    other holder wrote join this transaction instead of waiting for the next one (decision
+    0051). The lease is waited for until the leader's own deadline (at least a moment), so a
+    write's whole wait is bounded by `RUN_WRITE_WAIT_S` plus SQLite's busy timeout at BEGIN.
+    If the lease is not granted, nothing was taken: the leader's own write fails, the others
+    wait on (one of them leads next).
     """
     path = absolute(run.database.path)
     wait_s = max(0.05, deadline - time.monotonic())
+    batch: list[_Job] = []
     try:
         with leases().hold(run.id, path=path, wait_s=wait_s) as lease, run_context(run):
-            alias = router.db_for_write(_run_info())
+            batch = _take(queue)
             try:
-                with transaction.atomic(using=alias):
-                    _fence(alias, run, lease)
-                    for job in batch:
-                        _run_job(run, alias, job)
-                    if not lease.confirm():
-                        raise LeaseLost(
-                            f"The lease on run {run.id} expired before its writes committed "
-                            "(the writer stalled); nothing was written. Retry.",
-                            retry_after=0,
-                        )
-            except DatabaseError as exc:
-                translated = _translated(run, exc)
-                if translated is exc:
-                    raise
-                raise translated from exc
-            # The file may have been deleted or replaced between the check before BEGIN and the
-            # COMMIT: then the commit went to a file that is no longer the registered one.
-            verify = getattr(connections[alias], "verify", None)
-            if verify is not None:
-                verify()
+                _commit(run, batch, lease)
+            finally:
+                with queue.cond:
+                    for member in batch:
+                        member.done = True
+                    queue.cond.notify_all()
+    except Exception as exc:
+        if batch:  # answered already: a failure after its outcome (releasing) is not its own
+            logger.exception("run %s: the writer failed after its batch was answered", run.id)
+            return
+        with queue.cond:
+            if not job.taken:
+                queue.pending.remove(job)
+            job.error, job.done = exc, True
+
+
+def _commit(run: "Run", batch: list[_Job], lease: Lease) -> None:
+    """Write `batch` in one transaction under the held `lease`; record each job's outcome."""
+    try:
+        alias = router.db_for_write(_run_info())
+        try:
+            with transaction.atomic(using=alias):
+                _fence(alias, run, lease)
+                for job in batch:
+                    _run_job(run, alias, job)
+                if not lease.confirm():
+                    raise LeaseLost(
+                        f"The lease on run {run.id} expired before its writes committed "
+                        "(the writer stalled); nothing was written. Retry.",
+                        retry_after=0,
+                    )
+        except DatabaseError as exc:
+            translated = _translated(run, exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+        # The file may have been deleted or replaced between the check before BEGIN and the
+        # COMMIT: then the commit went to a file that is no longer the registered one.
+        verify = getattr(connections[alias], "verify", None)
+        if verify is not None:
+            verify()
     except Exception as exc:
         for job in batch:
             job.result = None

@@ -8,8 +8,10 @@ from django.utils import timezone
 
 from runs import services, writer
 from runs.exceptions import RunClosed, StaleVersion
+from runs.leases import leases
 from runs.models import RunInfo, ToolCall
 from tenancy.context import run_context
+from tenancy.paths import absolute
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +28,9 @@ def insert(name: str):
 def batch_of(run, *works):
     """Let one leader write `works` as one batch (one transaction), as concurrent callers would."""
     jobs = [writer._Job(work) for work in works]
-    writer._commit(run, jobs, time.monotonic() + 5)
+    path = absolute(run.database.path)
+    with leases().hold(run.id, path=path, wait_s=5) as lease, run_context(run):
+        writer._commit(run, jobs, lease)
     return jobs
 
 
@@ -91,3 +95,44 @@ def test_a_recorded_call_is_audited_as_the_database_stores_it(run):
         fresh = ToolCall.objects.get(seq=call.seq)
     fields = [f.attname for f in ToolCall._meta.concrete_fields]
     assert [getattr(call, f) for f in fields] == [getattr(fresh, f) for f in fields]
+
+
+@pytest.mark.django_db(transaction=True)  # the writers' threads read the registry
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+def test_writes_arriving_while_the_leader_waits_for_the_lease_join_its_batch(
+    run, backend, settings, redis_url
+):
+    """The leader takes its batch once it holds the lease (decision 0051): the writes that came
+    while another holder wrote go into one transaction, not one each behind the first."""
+    import threading
+
+    settings.REDIS_URL = redis_url if backend == "redis" else ""
+    writes = 8
+    path = absolute(run.database.path)
+    with run_context(run):
+        fence_before = RunInfo.objects.get(id=1).fence
+    seqs: list[int] = []
+    errors: list[BaseException] = []
+
+    def record() -> None:
+        try:
+            seqs.append(services.tool_call_record(run=run, name="waited", args={})[0].seq)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record) for _ in range(writes)]
+    with leases().hold(run.id, path=path, wait_s=5):  # another holder, writing nothing
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(getattr(writer._queues.get(run.id), "pending", ())) < writes:
+            assert time.monotonic() < deadline, "writes were taken before the lease was held"
+            time.sleep(0.005)  # polling interval
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == [] and sorted(seqs) == list(range(1, writes + 1))
+    with run_context(run):
+        fence_after = RunInfo.objects.get(id=1).fence
+    # One transaction wrote them all: one fence step (embedded: +1 a transaction), or the one
+    # lease taken after the other holder's (Redis: +1 an acquisition).
+    assert fence_after - fence_before == (1 if backend == "embedded" else 2)

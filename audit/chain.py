@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import connections, router, transaction
 from django.utils import timezone
 
-from tenancy.rows import raw_connection
+from tenancy.rows import raw_connection, stored_datetime
 
 GENESIS = "0" * 64
 RUN_TABLE = "audit_runentry"
@@ -42,7 +42,7 @@ def encode(value: Any) -> str:
 
 
 def _append(alias: str, table: str, kind: str, body: str) -> str:
-    created_at = str(connections[alias].ops.adapt_datetimefield_value(timezone.now()))
+    created_at = stored_datetime(timezone.now(), connections[alias])
     # The raw connection (two statements on the writer's hot path), with Django's errors.
     with raw_connection(alias) as raw:
         # Inside the writer's transaction (BEGIN IMMEDIATE): the head cannot move under us.

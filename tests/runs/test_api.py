@@ -310,3 +310,46 @@ def test_update_stored_returns_the_row_as_select_reads_it(run_id):
         loaded = instance_from_stored(ToolCall, using=alias, row=row)
         assert loaded.duration_ms == 12.0 and type(loaded.duration_ms) is float
         assert loaded.args == {"a": 1} and loaded.created_at == ToolCall.objects.get().created_at
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"created_at": "utc-now", "args": {"q": "café ☕", "n": 1.5, "l": [1, True, None]}},
+        {"created_at": "ist", "args": ["a", 2], "duration_ms": 3, "input_tokens": 7},
+        {"created_at": "utc-now", "args": None, "cost_usd": 0.25, "attempts": 2},
+        {"created_at": "utc-now", "args": "text", "status": "queued", "completed_at": "ist"},
+    ],
+)
+def test_insert_stored_stores_what_the_orm_stores(run_id, values):
+    """The raw insert short-cuts Django's per-field conversions for plain values (text, numbers,
+    JSON, UTC datetimes): every column must read back as the ORM's own insert of the same
+    values."""
+    import zoneinfo
+
+    from django.utils import timezone
+
+    from tenancy.rows import insert_stored
+
+    times = {
+        "utc-now": timezone.now(),
+        "ist": datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=zoneinfo.ZoneInfo("Asia/Kolkata")),
+    }
+    given = {k: times.get(v, v) if isinstance(v, str) else v for k, v in values.items()}
+    given.update(name="search", digest="d" * 64)
+    run = Run.objects.select_related("tenant", "database").get(pk=run_id)
+    with run_context(run):
+        alias = router.db_for_write(ToolCall)
+        with transaction.atomic(using=alias):
+            raw_seq = insert_stored(ToolCall, using=alias, **given)["seq"]
+        orm_seq = ToolCall.objects.create(**given).seq
+        rows = {}
+        for seq in (raw_seq, orm_seq):  # the stored values (datetimes as text), not parsed
+            cursor = connections[alias].connection.execute(
+                "SELECT * FROM runs_toolcall WHERE seq = ?", [seq]
+            )
+            names = [c[0] for c in cursor.description]
+            rows[seq] = dict(zip(names, cursor.fetchone(), strict=True))
+    stored, expected = rows[raw_seq], rows[orm_seq]
+    stored.pop("seq"), expected.pop("seq")
+    assert stored == expected

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from django.db import connections
+from django.db import connections, router
 from django.db.models import Model
 
 M = TypeVar("M", bound=Model)
@@ -236,12 +236,53 @@ def _real_columns(model: type[Model]) -> frozenset[str]:
 def instance_from_stored(model: type[M], *, using: str, row: dict[str, Any]) -> M:
     """The instance of `model` for a row as stored (`insert_stored`, `update_stored`), its values
     converted through the backend's and the fields' converters as a queryset converts them."""
+    columns = _columns(model, tuple(row))
+    return _instance(model, using, columns, list(row.values()))
+
+
+def fetch_one(model: type[M], sql: str, params: list[Any]) -> M | None:
+    """The first row of `SELECT *`-style `sql` as an instance of `model`, converted through its
+    fields as a queryset would, read from the database the router gives for `model`.
+
+    For lookups on request paths (an API key, a run, a tool call), where the ORM's compiler,
+    and even `Manager.raw()`'s column mapping, cost more than the query itself: a request to a
+    tenant that no memo knows pays three or four of them.
+    """
+    using = router.db_for_read(model)
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        names = tuple(column[0] for column in cursor.description)
+    return _instance(model, using, _columns(model, names), list(row))
+
+
+@functools.cache
+def _columns(model: type[Model], names: tuple[str, ...]) -> tuple[tuple[int, Any, Any], ...]:
+    """For each concrete field of `model` among the columns `names`, in the model's field order
+    (the order `Model.from_db` expects, which need not be the table's): the column's index in
+    `names`, the field and its column expression."""
+    index = {name: i for i, name in enumerate(names)}
+    by_column = {str(f.column) for f in model._meta.concrete_fields}
+    unknown = [name for name in names if name not in by_column]
+    if unknown:
+        raise TypeError(f"{model.__name__} has no columns {unknown}.")
+    return tuple(
+        (index[str(f.column)], f, f.get_col(model._meta.db_table))
+        for f in model._meta.concrete_fields
+        if str(f.column) in index
+    )
+
+
+def _instance(
+    model: type[M], using: str, columns: tuple[tuple[int, Any, Any], ...], row: list[Any]
+) -> M:
     connection = connections[using]
     names, values = [], []
-    for field in model._meta.concrete_fields:
-        value = row[str(field.column)]
+    for index, field, col in columns:
+        value = row[index]
         if value is not None:
-            col = field.get_col(model._meta.db_table)
             for convert in (
                 *connection.ops.get_db_converters(col),
                 *field.get_db_converters(connection),
@@ -250,13 +291,6 @@ def instance_from_stored(model: type[M], *, using: str, row: dict[str, Any]) -> 
         names.append(field.attname)
         values.append(value)
     return model.from_db(using, names, values)
-
-
-def fetch_one(model: type[M], sql: str, params: list[Any]) -> M | None:
-    """The first row of a plain query as an instance of `model`, converted through its fields as
-    a queryset would: for lookups on request paths, where the ORM's compiler costs about twice
-    the query itself."""
-    return next(iter(model._default_manager.raw(sql, params)), None)
 
 
 def by_pk(model: type[M], pk: Any) -> M | None:

@@ -353,3 +353,25 @@ def test_insert_stored_stores_what_the_orm_stores(run_id, values):
     stored, expected = rows[raw_seq], rows[orm_seq]
     stored.pop("seq"), expected.pop("seq")
     assert stored == expected
+
+
+def test_fetch_one_builds_the_instance_the_orm_loads_whatever_the_column_order(run_id):
+    from django.utils import timezone
+
+    from tenancy.rows import fetch_one
+
+    run = Run.objects.select_related("tenant", "database").get(pk=run_id)
+    with run_context(run):
+        call, _ = services.tool_call_record(run=run, name="t", args={"a": [1, 2.5, None]})
+        ToolCall.objects.filter(seq=call.seq).update(
+            status="succeeded", completed_at=timezone.now(), duration_ms=3.0, cost_usd=0.5
+        )
+        loaded = ToolCall.objects.get(seq=call.seq)
+        columns = [f.column for f in ToolCall._meta.concrete_fields]
+        fields = [f.attname for f in ToolCall._meta.concrete_fields]
+        for order in (columns, columns[::-1]):  # `Model.from_db` takes the model's field order
+            sql = f"SELECT {', '.join(order)} FROM runs_toolcall WHERE seq = %s"
+            fetched = fetch_one(ToolCall, sql, [call.seq])
+            assert [getattr(fetched, f) for f in fields] == [getattr(loaded, f) for f in fields]
+            assert fetched._state.db == loaded._state.db and not fetched._state.adding
+        assert fetch_one(ToolCall, "SELECT * FROM runs_toolcall WHERE seq = %s", [-1]) is None

@@ -4,12 +4,14 @@ import sqlite3
 import time
 
 import pytest
+from django import db
 from django.utils import timezone
 
 from runs import services, writer
 from runs.exceptions import RunClosed, StaleVersion
 from runs.leases import leases
 from runs.models import RunInfo, ToolCall
+from tenancy import connections as tenancy_connections
 from tenancy.context import run_context
 from tenancy.paths import absolute
 
@@ -119,6 +121,9 @@ def test_writes_arriving_while_the_leader_waits_for_the_lease_join_its_batch(
             seqs.append(services.tool_call_record(run=run, name="waited", args={})[0].seq)
         except BaseException as exc:
             errors.append(exc)
+        finally:  # this thread's connections (a PostgreSQL control plane's too) end with it
+            tenancy_connections.close_all()
+            db.connections.close_all()
 
     threads = [threading.Thread(target=record) for _ in range(writes)]
     with leases().hold(run.id, path=path, wait_s=5):  # another holder, writing nothing

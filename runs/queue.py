@@ -189,7 +189,9 @@ def redispatch_lost(
         runs = runs.filter(tenant__slug=tenant_slug)
     done = Redispatched()
     marks = _marks(settings.REDIS_URL)
-    for run in progress(list(runs.select_related("tenant", "database").order_by("created_at"))):
+    for run in progress(
+        runs.select_related("tenant", "database").order_by("created_at").iterator()
+    ):
         done.checked += 1
         try:
             with run_context(run):

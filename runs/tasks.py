@@ -39,7 +39,8 @@ def tool_call_execute(self: Task, tenant_id: str, run_id: str, seq: int) -> dict
         done = queue.execute(tenant_id=tenant_id, run_id=run_id, seq=seq)
     except Unavailable as exc:
         countdown = queue.backoff_s(self.request.retries + 1)
-        # Past its last retry the call stays queued, unmarked: `redispatch_lost` sends it again.
+        # Past its last retry the call stays queued; once its mark expires, `redispatch_lost`
+        # sends it again.
         if self.request.retries < UNAVAILABLE_RETRIES:
             queue.mark_dispatched(run_id, seq, countdown_s=countdown)
         raise self.retry(exc=exc, countdown=countdown, max_retries=UNAVAILABLE_RETRIES) from exc

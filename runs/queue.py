@@ -16,7 +16,6 @@ limits stand behind both (timeout + TOOL_KILL_GRACE_S, and twice that).
 import collections
 import concurrent.futures
 import contextvars
-import functools
 import logging
 import math
 import random
@@ -146,20 +145,11 @@ def _mark_key(run_id: str, seq: int) -> str:
     return f"agentdb:dispatched:{run_id}:{seq}"
 
 
-@functools.cache
-def _marks(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
-        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
-    )
-
-
 def mark_dispatched(run_id: str, seq: int, *, countdown_s: float = 0.0) -> None:
     """Record that call `seq` of the run was handed to the broker (to be run `countdown_s`
     from now): `redispatch_lost` leaves it alone while the mark lives."""
     ttl = math.ceil(settings.TOOL_REDISPATCH_AFTER_S + countdown_s)
-    _marks(settings.REDIS_URL).set(_mark_key(run_id, seq), 1, ex=ttl)
+    waiters.redis_client(settings.REDIS_URL).set(_mark_key(run_id, seq), 1, ex=ttl)
 
 
 @dataclass
@@ -188,7 +178,7 @@ def redispatch_lost(
     if tenant_slug is not None:
         runs = runs.filter(tenant__slug=tenant_slug)
     done = Redispatched()
-    marks = _marks(settings.REDIS_URL)
+    marks = waiters.redis_client(settings.REDIS_URL)
     for run in progress(
         runs.select_related("tenant", "database").order_by("created_at").iterator()
     ):

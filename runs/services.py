@@ -62,6 +62,7 @@ from tenancy.rows import (
     insert_stored,
     instance_from_stored,
     raw_connection,
+    stored_datetime,
     update_stored,
 )
 from tenancy.scopes import Scope
@@ -251,7 +252,7 @@ def events_append(*, run: Run, events: list[tuple[str, Any]]) -> list[int]:
 
     def work() -> list[int]:
         alias = router.db_for_write(Event)
-        created_at = connections[alias].ops.adapt_datetimefield_value(timezone.now())
+        created_at = stored_datetime(timezone.now(), connections[alias])
         with raw_connection(alias) as raw:
             # The writer holds the database's write lock: the next seqs are known and gapless.
             found = raw.execute("SELECT seq FROM sqlite_sequence WHERE name = 'runs_event'")

@@ -114,8 +114,14 @@ hub = Hub()
 
 
 @functools.cache
-def _publisher(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=settings.REDIS_SOCKET_TIMEOUT_S)
+def redis_client(url: str) -> redis.Redis:
+    """This process's client for one-shot commands of the queue (outcome notifications,
+    dispatch marks), bounded by REDIS_SOCKET_TIMEOUT_S."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
+    )
 
 
 def notify(run_id: str, seq: int) -> None:
@@ -124,7 +130,7 @@ def notify(run_id: str, seq: int) -> None:
         hub.wake(run_id, seq)
         return
     try:
-        _publisher(settings.REDIS_URL).publish(CHANNEL, f"{run_id}:{seq}")
+        redis_client(settings.REDIS_URL).publish(CHANNEL, f"{run_id}:{seq}")
     except redis.RedisError:
         # Waiters then answer at the end of their wait with the status they read again.
         logger.warning("could not publish the outcome of tool call %s of run %s", seq, run_id)

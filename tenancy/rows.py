@@ -207,7 +207,8 @@ def update_stored(
         assignments.append(extra_set)
     sql = f'UPDATE "{meta.db_table}" SET {", ".join(assignments)} WHERE {where} RETURNING *'
     prepared = [
-        _stored(fields[name].get_db_prep_save(value, connection)) for name, value in values.items()
+        _stored_value(fields[name], _KINDS.get(fields[name].get_internal_type()), value, connection)
+        for name, value in values.items()
     ]
     with raw_connection(using) as raw:
         cursor = raw.execute(sql, prepared + list(params))

@@ -384,7 +384,7 @@ def _call_in_thread(tool: Tool, args: Any, ctx: ToolContext) -> Any:
         finally:
             finished.set()
             ctx.cancelled.set()  # wakes the watcher below if it still waits
-            tenant_connections.close_all()
+            tenant_connections.give_back()  # to the process's pool: this thread ends
             connections.close_all()
 
     thread = threading.Thread(target=target, name=f"tool-{tool.name}", daemon=True)
@@ -479,6 +479,8 @@ def _run_embedded(tenant_id: str, run_id: str, seq: int, retries: int = 0) -> No
     except Exception:
         logger.exception("tool call %s of run %s failed in the embedded pool", seq, run_id)
         return
+    finally:
+        tenant_connections.give_back()  # as at the end of a Celery task
     if retry_in is not None:
         timer = threading.Timer(
             retry_in, lambda: _pool().submit(_run_embedded, tenant_id, run_id, seq, retries + 1)

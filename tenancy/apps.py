@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.apps import AppConfig
 
 
@@ -6,3 +8,17 @@ class TenancyConfig(AppConfig):
 
     name = "tenancy"
     verbose_name = "Database engine"
+
+    def ready(self) -> None:
+        from celery.signals import task_postrun
+        from django.core.signals import request_finished
+
+        # A request's or a task's tenant/run connections go back to the process's pool.
+        request_finished.connect(_give_back, dispatch_uid="tenancy.give_back")
+        task_postrun.connect(_give_back, dispatch_uid="tenancy.give_back", weak=False)
+
+
+def _give_back(**kwargs: Any) -> None:
+    from tenancy.connections import give_back
+
+    give_back()

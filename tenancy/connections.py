@@ -1,17 +1,24 @@
-"""Lazily opened connections to tenant and run databases, kept in a bounded LRU per thread.
+"""Lazily opened connections to tenant and run databases, shared by a process's threads.
 
 Tenant and run aliases are never added to `connections.settings`: Django walks that mapping on
 every `connections.all()` (twice per request), so it would grow with the number of databases ever
 touched. Instead each wrapper is placed straight into the thread's `connections` storage, where
-`connections[alias]`, `transaction.atomic(using=alias)` and querysets find it, and the LRU below
-closes and removes the least recently used one when a thread holds more than its share.
-Connections stay open across requests (they are invisible to `close_old_connections`), which
-saves ~1.3 ms of re-opening per request.
+`connections[alias]`, `transaction.atomic(using=alias)` and querysets find it.
+
+A thread borrows a connection for as long as it works on that database: a request, a Celery
+task, an embedded tool call. At the end (`give_back`: Django's `request_finished`, Celery's
+`task_postrun`) its connections go back to the process's idle pool, where the next thread to
+need that database takes one instead of opening the file again (~1 ms with the schema gate).
+One pool per process, not one LRU per thread: a database that 8 threads use is open about once,
+not 8 times, which divides a worker's connections, descriptors and page caches by up to
+`WEB_THREADS` (decision 0052). A thread holding more than `TENANCY_CONNECTIONS_PER_THREAD` at
+once (a command walking the fleet) gives its least recently used ones back early.
 
 Budgets (decision 0018): a process keeps at most `max_open_databases()` of these connections
-open, derived from `RLIMIT_NOFILE` (3 descriptors each) and `TENANCY_MAX_OPEN_DATABASES`; a
-thread keeps at most its share of them. A thread only ever closes its own connections: at the
-budget it closes its least recently used idle ones, and if it has none, the request answers 503.
+open, derived from `RLIMIT_NOFILE` (3 descriptors each) and `TENANCY_MAX_OPEN_DATABASES`, of
+which at most `TENANCY_IDLE_CONNECTIONS` idle in the pool (the least recently returned are
+closed). At the budget, opening another closes idle ones first; if every connection is in use,
+the request answers 503.
 
 Faults (decision 0017): a file is checked before it is opened and each time a cached connection
 is taken (`touch`); a connection that hit an I/O, read-only, corruption, CANTOPEN or "not a
@@ -59,6 +66,7 @@ def _storage() -> Any:
 
 
 def _lru() -> "OrderedDict[str, TenancyWrapper]":
+    """This thread's borrowed connections, least recently used first."""
     try:
         return _local.lru
     except AttributeError:
@@ -141,9 +149,14 @@ def worst_case_connection_kib() -> int:
 
 
 def per_thread_limit() -> int:
-    """Return the most connections one thread keeps: its share of the process budget."""
+    """Return the most connections one thread holds at once: its share of the process budget."""
     share = max_open_databases() // max(1, settings.WEB_THREADS)
     return max(1, min(settings.TENANCY_CONNECTIONS_PER_THREAD, share))
+
+
+def idle_limit() -> int:
+    """Return the most idle connections the process keeps in its pool."""
+    return max(0, min(settings.TENANCY_IDLE_CONNECTIONS, max_open_databases()))
 
 
 class _OpenCount:
@@ -228,6 +241,12 @@ class TenancyWrapper(SQLiteWrapper):
             return
         self.fault = fault
         faults.record_fault(self.database, fault, f"{exc} ({exc.sqlite_errorname})")
+
+    def adopt(self) -> None:
+        """Bind this wrapper to the calling thread, which borrowed it from the pool: Django's own
+        check (`validate_thread_sharing`, which reads this private attribute) keeps guarding it
+        against use from any other thread."""
+        self._thread_ident = threading.get_ident()  # type: ignore[attr-defined]
 
     def _fail(self, fault: faults.Fault, message: str) -> DatabaseUnavailable:
         self.fault = fault
@@ -314,12 +333,16 @@ class TenancyWrapper(SQLiteWrapper):
         if _open.try_take(limit):
             self._slot = weakref.finalize(self, _open.give_back)
             return
-        # At the budget: close this thread's own idle connections, least recently used first
-        # (a thread cannot close another thread's connections).
+        # At the budget: close idle connections of the pool, least recently returned first,
+        # then this thread's own that no transaction holds (never another thread's in use).
+        while _pool.close_oldest():
+            if _open.try_take(limit):
+                self._slot = weakref.finalize(self, _open.give_back)
+                return
         for alias, conn in list(_lru().items()):
             if conn is self or conn.in_atomic_block or conn.connection is None:
                 continue
-            release(alias)
+            _drop(alias)
             if _open.try_take(limit):
                 self._slot = weakref.finalize(self, _open.give_back)
                 return
@@ -354,22 +377,121 @@ def _cannot_open_more(path: Path) -> bool:
     return False
 
 
-# --- The per-thread LRU ---------------------------------------------------------------------------
+# --- The pool and each thread's borrowed connections ----------------------------------------------
+
+
+class _Pool:
+    """Idle connections of this process by alias, least recently returned alias first."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: OrderedDict[str, list[TenancyWrapper]] = OrderedDict()
+        self.size = 0
+
+    def take(self, alias: str) -> "TenancyWrapper | None":
+        with self._lock:
+            stack = self._idle.get(alias)
+            if not stack:
+                return None
+            conn = stack.pop()  # the most recently returned: its page cache is the warmest
+            if not stack:
+                del self._idle[alias]
+            self.size -= 1
+        conn.adopt()
+        return conn
+
+    def put(self, conn: "TenancyWrapper") -> None:
+        with self._lock:
+            self._idle.setdefault(conn.alias, []).append(conn)
+            self._idle.move_to_end(conn.alias)
+            self.size += 1
+            limit = idle_limit()
+            surplus = [self._pop_oldest() for _ in range(max(0, self.size - limit))]
+        for old in surplus:
+            _close_quietly(old)
+
+    def _pop_oldest(self) -> "TenancyWrapper":
+        alias, stack = next(iter(self._idle.items()))
+        conn = stack.pop(0)
+        if not stack:
+            del self._idle[alias]
+        self.size -= 1
+        return conn
+
+    def close_oldest(self) -> bool:
+        """Close the least recently returned idle connection; False if there is none."""
+        with self._lock:
+            if not self.size:
+                return False
+            conn = self._pop_oldest()
+        _close_quietly(conn)
+        return True
+
+    def drain(self, alias: str | None = None) -> None:
+        """Close the idle connections of `alias` (of every alias if None)."""
+        with self._lock:
+            if alias is None:
+                closing = [conn for stack in self._idle.values() for conn in stack]
+                self._idle.clear()
+            else:
+                closing = self._idle.pop(alias, [])
+            self.size -= len(closing)
+        for conn in closing:
+            _close_quietly(conn)
+
+    def aliases(self) -> list[str]:
+        with self._lock:
+            return list(self._idle)
+
+
+_pool = _Pool()
+
+
+def _close_quietly(conn: "TenancyWrapper") -> None:
+    """Close `conn` from this thread; a connection that hit a fault may fail to close cleanly,
+    and is dropped either way."""
+    conn.adopt()
+    try:
+        conn.close()
+    except Exception:
+        raw, conn.connection = conn.connection, None
+        with suppress(Exception):
+            raw.close()
+        conn._give_slot_back()
+
+
+def _install(alias: str, conn: "TenancyWrapper") -> None:
+    lru = _lru()
+    setattr(_storage(), alias, conn)
+    lru[alias] = conn
+    _evict(lru)
+
+
+def _borrowed(alias: str) -> "TenancyWrapper | None":
+    """Return this thread's connection for `alias`, taking an idle one from the pool if any."""
+    lru = _lru()
+    conn = lru.get(alias)
+    if conn is not None:
+        lru.move_to_end(alias)
+        return conn
+    conn = _pool.take(alias)
+    if conn is not None:
+        _install(alias, conn)
+    return conn
 
 
 def touch(alias: str, database: "Database | None" = None) -> bool:
-    """Mark `alias` most recently used; return False if this thread has no usable connection.
+    """Mark `alias` most recently used; return False if no usable connection is at hand.
 
-    Outside a transaction the cached connection is verified against its file: a connection that
-    hit a fault, or whose database is suspected (`faults.needs_recheck`), is closed (False: the
-    caller opens a new one, which checks the file again); a deleted, replaced or truncated file
-    closes it and raises `DatabaseUnavailable` (503).
+    The thread's own connection, or an idle one of the pool, is verified against its file
+    outside a transaction: a connection that hit a fault, or whose database is suspected
+    (`faults.needs_recheck`), is closed (False: the caller opens a new one, which checks the
+    file again); a deleted, replaced or truncated file closes it and raises
+    `DatabaseUnavailable` (503).
     """
-    lru = _lru()
-    conn = lru.get(alias)
+    conn = _borrowed(alias)
     if conn is None:
         return False
-    lru.move_to_end(alias)
     if conn.in_atomic_block:
         # Checked when the transaction began; never closed under it.
         if conn.fault is not None:
@@ -378,13 +500,13 @@ def touch(alias: str, database: "Database | None" = None) -> bool:
     if conn.fault is not None or (
         database is not None and not conn.rechecked and faults.needs_recheck(database)
     ):
-        release(alias)
+        _drop(alias)
         return False
     if conn.connection is not None:
         try:
             conn.verify()
         except DatabaseUnavailable:
-            release(alias)
+            release(alias)  # the file is gone or replaced: the pool's copies are stale too
             raise
     return True
 
@@ -399,15 +521,14 @@ def connection_for(
     synchronous: str | None = None,
     read_only: bool = False,
 ) -> BaseDatabaseWrapper:
-    """Return this thread's connection wrapper for `alias`, opening a slot for it if needed.
+    """Return this thread's connection wrapper for `alias`: its own, an idle one of the pool,
+    or a new one (opened, in a slot of the budget, at its first query).
 
     With `database` (the registry row), the file is checked before it is opened and each time
     the connection is taken (`touch`).
     """
-    lru = _lru()
-    conn = lru.get(alias)
+    conn = _borrowed(alias)
     if conn is not None:
-        lru.move_to_end(alias)
         return conn
     conn = TenancyWrapper(
         sqlite_settings(
@@ -417,9 +538,7 @@ def connection_for(
         path=path,
         database=database,
     )
-    setattr(_storage(), alias, conn)
-    lru[alias] = conn
-    _evict(lru)
+    _install(alias, conn)
     return conn
 
 
@@ -427,39 +546,74 @@ def _evict(lru: "OrderedDict[str, TenancyWrapper]") -> None:
     limit = per_thread_limit()
     if len(lru) <= limit:
         return
-    # A connection inside a transaction stays, and so does the one just opened; the next least
-    # recently used one goes instead (the LRU may run over its size while transactions nest).
+    # A connection inside a transaction stays, and so does the one just taken; the next least
+    # recently used one goes back to the pool instead (the thread may run over its share while
+    # transactions nest).
     for alias in list(lru)[:-1]:
         if len(lru) <= limit:
             return
         if lru[alias].in_atomic_block:
             continue
-        release(alias)
+        _return(alias)
+
+
+def _forget(alias: str) -> "TenancyWrapper | None":
+    conn = _lru().pop(alias, None)
+    if conn is not None and hasattr(_storage(), alias):
+        delattr(_storage(), alias)
+    return conn
+
+
+def _return(alias: str) -> None:
+    """Hand this thread's connection for `alias` back to the pool (closed if unfit to reuse)."""
+    conn = _forget(alias)
+    if conn is None:
+        return
+    if conn.connection is None:
+        return  # never opened (or closed): nothing to keep
+    if conn.fault is not None or conn.in_atomic_block:
+        _close_quietly(conn)
+        return
+    _pool.put(conn)
+
+
+def _drop(alias: str) -> None:
+    """Close this thread's connection for `alias` (if any) and forget the alias."""
+    conn = _forget(alias)
+    if conn is not None:
+        _close_quietly(conn)
+
+
+def give_back() -> None:
+    """Return every connection this thread holds to the pool (end of a request or a task).
+
+    A connection still inside a transaction stays with the thread (its owner closes the block).
+    """
+    for alias, conn in list(_lru().items()):
+        if not conn.in_atomic_block:
+            _return(alias)
 
 
 def release(alias: str) -> None:
-    """Close this thread's connection for `alias` (if any) and forget the alias."""
-    conn = _lru().pop(alias, None)
-    if conn is None:
-        return
-    try:
-        conn.close()
-    except Exception:
-        # A connection that hit a fault may fail to close cleanly; it is dropped either way.
-        raw, conn.connection = conn.connection, None
-        with suppress(Exception):
-            raw.close()
-        conn._give_slot_back()
-    if hasattr(_storage(), alias):
-        delattr(_storage(), alias)
+    """Close this thread's connection for `alias` and the pool's idle ones (the file is about to
+    change: archived, replaced, migrated or refused)."""
+    _drop(alias)
+    _pool.drain(alias)
 
 
 def close_all() -> None:
-    """Close every tenant/run connection this thread holds (tests, forks, shutdown)."""
+    """Close this thread's connections and every idle one of the pool (tests, forks, fleet
+    walks, shutdown). Other threads' borrowed connections are theirs to give back."""
     for alias in list(_lru()):
-        release(alias)
+        _drop(alias)
+    _pool.drain()
 
 
 def open_aliases() -> list[str]:
-    """Return this thread's tenant/run aliases, least recently used first."""
+    """Return this thread's borrowed aliases, least recently used first."""
     return list(_lru())
+
+
+def idle_aliases() -> list[str]:
+    """Return the aliases with an idle connection in the pool, least recently returned first."""
+    return _pool.aliases()

@@ -31,24 +31,88 @@ def touch_all(tenants) -> None:
             MemoryEntry.objects.count()
 
 
-def test_lru_closes_evicted_connections(settings, data_dir):
+def test_a_thread_over_its_share_gives_connections_back_and_the_pool_closes_its_surplus(
+    settings, data_dir
+):
     settings.TENANCY_CONNECTIONS_PER_THREAD = 4
+    settings.TENANCY_IDLE_CONNECTIONS = 2
     tenants = [tenant_create(slug=f"t{i}") for i in range(12)]
-    touch_all(tenants[:4])
-    fds_for_four = open_fds_under(data_dir)
-    assert fds_for_four >= 4  # each open WAL connection holds the db, -wal and -shm files
+    touch_all(tenants[:1])
+    fds_for_one = open_fds_under(data_dir)
+    assert fds_for_one >= 1  # each open WAL connection holds the db, -wal and -shm files
 
     touch_all(tenants)
-    assert open_fds_under(data_dir) == fds_for_four
     opened = tenant_connections.open_aliases()
-    assert len(opened) == 4
     assert opened == [f"tenant__{t.id}" for t in tenants[-4:]]
-    # Evicted aliases are gone from Django's per-thread storage too.
-    evicted = f"tenant__{tenants[0].id}"
-    assert not hasattr(connections._connections, evicted)
+    # Given back past the thread's share, the pool keeps the 2 most recently returned.
+    assert tenant_connections.idle_aliases() == [f"tenant__{t.id}" for t in tenants[6:8]]
+    assert open_fds_under(data_dir) == 6 * fds_for_one
+    # Aliases given back are gone from Django's per-thread storage.
+    assert not hasattr(connections._connections, f"tenant__{tenants[7].id}")
 
     tenant_connections.close_all()
     assert open_fds_under(data_dir) == 0
+    assert tenant_connections.idle_aliases() == []
+
+
+def test_a_connection_given_back_serves_the_next_thread_without_opening_the_file():
+    import threading
+
+    tenant = tenant_create(slug="shared")
+    alias = f"tenant__{tenant.id}"
+    touch_all([tenant])
+    raw = connections[alias].connection
+    before = tenant_connections.open_count()
+    tenant_connections.give_back()
+    assert tenant_connections.open_aliases() == []
+    assert tenant_connections.idle_aliases() == [alias]
+    seen: list[object] = []
+
+    def other_thread() -> None:
+        try:
+            with tenant_context(tenant):
+                seen.append(MemoryEntry.objects.count())  # Django's thread check passes
+            seen.append(connections[alias].connection)
+        except BaseException as exc:
+            seen.append(exc)
+        finally:
+            tenant_connections.give_back()
+            connections.close_all()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert seen == [0, raw]
+    assert tenant_connections.open_count() == before
+    assert tenant_connections.idle_aliases() == [alias]
+    tenant_connections.close_all()
+
+
+def test_the_end_of_a_request_gives_its_connections_back(client):
+    from tenants.services import api_key_create
+
+    tenant = tenant_create(slug="req")
+    key = api_key_create(tenant=tenant)[1]
+    response = client.get("/api/v1/memory", headers={"authorization": f"Bearer {key}"})
+    assert response.status_code == 200, response.content
+    assert tenant_connections.open_aliases() == []
+    assert f"tenant__{tenant.id}" in tenant_connections.idle_aliases()
+    tenant_connections.close_all()
+
+
+def test_an_idle_connection_to_a_deleted_file_is_closed_not_handed_out():
+    from tenancy.exceptions import DatabaseUnavailable
+
+    tenant = tenant_create(slug="deleted")
+    alias = f"tenant__{tenant.id}"
+    touch_all([tenant])
+    tenant_connections.give_back()
+    assert tenant_connections.idle_aliases() == [alias]
+    absolute(tenant.database.path).unlink()
+    with tenant_context(tenant), pytest.raises(DatabaseUnavailable, match="deleted"):
+        MemoryEntry.objects.count()
+    assert tenant_connections.open_aliases() == []
+    assert tenant_connections.idle_aliases() == []
 
 
 def test_lru_keeps_a_connection_that_is_inside_a_transaction(settings):

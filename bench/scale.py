@@ -9,7 +9,7 @@ through the services; every run gets `--seed-calls` tool calls over HTTP. The se
 
 `wrk` (bench/wrk/toolcalls.lua) then drives the same mix as bench/peers.py, POST and GET tool
 calls at each of `--connections`, over the hot runs ("hot": the same connections stay open) and
-over the spread runs ("spread": cold opens, the per-thread LRU churning), alternating phases
+over the spread runs ("spread": cold opens, the connection pool churning), alternating phases
 round by round; medians of `--rounds`. Prints one JSON object:
 
 - `register_s`, `register_ms_per_tenant`: the bulk registration;
@@ -18,9 +18,10 @@ round by round; medians of `--rounds`. Prints one JSON object:
   (largest sample), `ratio_spread_to_hot_worker_rss`;
 - `fds_start` (server up), `fds_before` (seeded and warmed up), `fds_after` (after every
   round), summed over the workers, and `rss_before_mib` / `rss_after_mib` likewise;
-  `fds_per_phase` / `rss_mib_per_phase` after each phase of each round; the first round fills
-  the connection LRUs to their budget, so `fd_growth_after_first_round` and
-  `rss_growth_after_first_round_pct` compare later rounds with it (use `--rounds` >= 2);
+  `fds_per_phase` / `rss_mib_per_phase` after each phase of each round, each read 1 s after
+  the load stopped (no request in flight); the first round fills the connection pools, so
+  `fd_growth_after_first_round` and `rss_growth_after_first_round_pct` compare later rounds
+  with it (use `--rounds` >= 2);
 - `targets`: issue 12's (p99 and worker RSS within 1.5x, no descriptor or memory growth, the
   latter read as at most 5%).
 
@@ -153,7 +154,14 @@ def seed(base: str, targets: list[list[str]], calls: int) -> None:
         list(pool.map(one, targets))
 
 
+SETTLE_S = 1.0
+
+
 def workers_state(master: int) -> dict[str, object]:
+    # Read once the load has stopped for a moment: the last requests have ended and given their
+    # connections back to the pool, and the closed client sockets are gone; a sample taken while
+    # a few were still in flight counted their descriptors as growth.
+    time.sleep(SETTLE_S)
     pids = gunicorn_workers(master)
     return {
         "fds": sum(fd_count(pid) for pid in pids),
@@ -286,7 +294,7 @@ def main() -> None:
         out[f"fds_{name}_per_worker"] = state["fds_per_worker"]
         out[f"rss_{name}_mib"] = round(state["rss_mib"], 1)  # type: ignore[call-overload]
     out["fd_soft_limit_per_worker"] = fd_limit
-    # The first round fills the connection LRUs up to their budget: growth is measured after it.
+    # The first round fills the connection pools: growth is measured after it.
     first = [state for r, state in samples if r == 0]
     later = [state for r, state in samples if r > 0] or first
     fd_growth = max(int(s["fds"]) for s in later) - max(int(s["fds"]) for s in first)  # type: ignore[call-overload]

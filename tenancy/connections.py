@@ -445,6 +445,22 @@ class _Pool:
 
 
 _pool = _Pool()
+# Idle connections a forked child inherited: never used or closed there (SQLite connections
+# must not cross a fork; closing one could checkpoint the parent's file), kept referenced so
+# that no finalizer closes them either.
+_abandoned_at_fork: list[list["TenancyWrapper"]] = []
+
+
+def _forget_pool_in_child() -> None:
+    global _pool
+    inherited = [conn for stack in _pool._idle.values() for conn in stack]
+    _abandoned_at_fork.append(inherited)
+    _pool = _Pool()
+    _open.value -= len(inherited)
+    _open._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def _close_quietly(conn: "TenancyWrapper") -> None:

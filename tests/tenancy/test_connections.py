@@ -168,3 +168,27 @@ def test_connection_pragmas():
         assert cursor.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert cursor.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
     assert connections[f"tenant__{tenant.id}"].transaction_mode == "IMMEDIATE"
+
+
+def test_a_forked_child_does_not_take_the_parents_idle_connections():
+    tenant = tenant_create(slug="forked")
+    alias = f"tenant__{tenant.id}"
+    touch_all([tenant])
+    tenant_connections.give_back()
+    assert tenant_connections.idle_aliases() == [alias]
+    before = tenant_connections.open_count()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: an empty pool, and the parent's connection never touched
+        os.close(read)
+        ok = tenant_connections.idle_aliases() == []
+        ok = ok and tenant_connections.open_count() == before - 1
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
+    assert tenant_connections.idle_aliases() == [alias]  # the parent's pool is untouched
+    tenant_connections.close_all()

@@ -537,14 +537,21 @@ def connection_for(
     synchronous: str | None = None,
     read_only: bool = False,
 ) -> BaseDatabaseWrapper:
-    """Return this thread's connection wrapper for `alias`: its own, an idle one of the pool,
-    or a new one (opened, in a slot of the budget, at its first query).
+    """Return this thread's connection wrapper for `alias`, or a new one (opened, in a slot of
+    the budget, at its first query).
+
+    Never an idle one of the pool: only `touch` takes those, because it verifies them against
+    the file first. A caller here after `touch` said False (a suspected database, a connection
+    that hit a fault) must get a fresh connection, or it would write through an unverified one
+    to a file that was deleted or replaced.
 
     With `database` (the registry row), the file is checked before it is opened and each time
     the connection is taken (`touch`).
     """
-    conn = _borrowed(alias)
+    lru = _lru()
+    conn = lru.get(alias)
     if conn is not None:
+        lru.move_to_end(alias)
         return conn
     conn = TenancyWrapper(
         sqlite_settings(

@@ -192,3 +192,45 @@ def test_a_forked_child_does_not_take_the_parents_idle_connections():
     assert answer == b"1"
     assert tenant_connections.idle_aliases() == [alias]  # the parent's pool is untouched
     tenant_connections.close_all()
+
+
+# Another thread opens the database and reads the registry: its rows must be committed.
+@pytest.mark.django_db(transaction=True)
+def test_a_suspected_database_is_reopened_never_served_by_another_idle_copy():
+    """The idle copies of a suspected database stay unverified: after `touch` drops one, the
+    request must open the file afresh, not take the next idle copy (which may still hold a
+    replaced file, whose writes a restart would never see)."""
+    import shutil
+    import sqlite3
+    import threading
+
+    from tenancy import faults
+
+    tenant = tenant_create(slug="suspect")
+    path = absolute(tenant.database.path)
+    touch_all([tenant])  # one connection borrowed here ...
+
+    def other_thread() -> None:
+        touch_all([tenant])  # ... and another one there: both go back to the pool
+        tenant_connections.give_back()
+        connections.close_all()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    tenant_connections.give_back()
+    assert tenant_connections._pool.size == 2
+    # Another process suspects the file and replaces it (a consistent copy renamed over it).
+    faults.record_fault(tenant.database, faults.Fault.DAMAGED, "suspected elsewhere")
+    copy = path.with_name("copy.tmp")
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as source, sqlite3.connect(copy) as to:
+        source.backup(to)
+    shutil.move(copy, path)
+    for sidecar in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        sidecar.unlink(missing_ok=True)
+
+    with tenant_context(tenant):
+        MemoryEntry.objects.create(key="after", value=1, size_bytes=1)
+    tenant_connections.close_all()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT key FROM tenants_memoryentry").fetchall() == [("after",)]

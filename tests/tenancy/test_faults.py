@@ -332,6 +332,36 @@ def test_process_budget_is_shared_across_threads_and_answers_503_at_the_limit(se
     assert outcome[1] is None
 
 
+# As above: another thread opens a database, so the registry's rows must be committed.
+@pytest.mark.django_db(transaction=True)
+def test_at_the_budget_idle_pooled_connections_are_closed_for_another_thread(settings):
+    settings.TENANCY_MAX_OPEN_DATABASES = tenant_connections.open_count() + 2
+    settings.WEB_THREADS = 1
+    tenants = [tenant_create(slug=f"i{i}") for i in range(3)]
+    keys(tenants[0])
+    keys(tenants[1])  # the whole budget, then given back: idle in the pool
+    tenant_connections.give_back()
+    assert tenant_connections.idle_aliases() == [tenant_alias(t.id) for t in tenants[:2]]
+    outcome: list[BaseException | None] = []
+
+    def other_thread() -> None:
+        try:
+            keys(tenants[2])
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            tenant_connections.give_back()
+            connections.close_all()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert outcome == [None]  # not 503: the least recently returned idle one was closed
+    assert tenant_connections.idle_aliases() == [tenant_alias(t.id) for t in tenants[1:]]
+    tenant_connections.close_all()
+
+
 def test_descriptor_budget_follows_rlimit_nofile(settings):
     import resource
 

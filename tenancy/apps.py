@@ -19,6 +19,9 @@ class TenancyConfig(AppConfig):
 
 
 def _give_back(**kwargs: Any) -> None:
+    task = kwargs.get("task")
+    if task is not None and getattr(task.request, "is_eager", False):
+        return  # an eager task (embedded mode) ran inside the caller's request: not its end
     from tenancy.connections import give_back
 
     give_back()

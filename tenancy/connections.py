@@ -12,7 +12,7 @@ need that database takes one instead of opening the file again (~1 ms with the s
 One pool per process, not one LRU per thread: a database that 8 threads use is open about once,
 not 8 times, which divides a worker's connections, descriptors and page caches by up to
 `WEB_THREADS` (decision 0052). A thread holding more than `TENANCY_CONNECTIONS_PER_THREAD` at
-once (a command walking the fleet) gives its least recently used ones back early.
+once (a command walking the fleet) closes its least recently used ones.
 
 Budgets (decision 0018): a process keeps at most `max_open_databases()` of these connections
 open, derived from `RLIMIT_NOFILE` (3 descriptors each) and `TENANCY_MAX_OPEN_DATABASES`, of
@@ -297,6 +297,18 @@ class TenancyWrapper(SQLiteWrapper):
             faults.record_recovered(self.database)
             self.rechecked = True
 
+    def still_the_file(self) -> bool:
+        """Tell, without recording anything, whether the registered path still names the file
+        this connection holds (device and inode): the check before a connection is pooled,
+        where the file may have been archived, deleted or replaced on purpose meanwhile."""
+        if self._identity is None:
+            return True
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == self._identity[:2]
+
     def verify(self) -> None:
         """Check that the open file is still the registered one; raise `DatabaseUnavailable`.
 
@@ -445,18 +457,25 @@ class _Pool:
 
 
 _pool = _Pool()
-# Idle connections a forked child inherited: never used or closed there (SQLite connections
+# Connections a forked child inherited: never used or closed there (SQLite connections
 # must not cross a fork; closing one could checkpoint the parent's file), kept referenced so
 # that no finalizer closes them either.
 _abandoned_at_fork: list[list["TenancyWrapper"]] = []
 
 
 def _forget_pool_in_child() -> None:
+    """In a forked child: forget the idle pool and the forking thread's borrowed connections
+    (other threads do not exist in the child); the child opens its own."""
     global _pool
     inherited = [conn for stack in _pool._idle.values() for conn in stack]
+    for alias, conn in list(_lru().items()):
+        inherited.append(conn)
+        _lru().pop(alias)
+        if hasattr(_storage(), alias):
+            delattr(_storage(), alias)
     _abandoned_at_fork.append(inherited)
     _pool = _Pool()
-    _open.value -= len(inherited)
+    _open.value = 0
     _open._lock = threading.Lock()
 
 
@@ -570,14 +589,15 @@ def _evict(lru: "OrderedDict[str, TenancyWrapper]") -> None:
     if len(lru) <= limit:
         return
     # A connection inside a transaction stays, and so does the one just taken; the next least
-    # recently used one goes back to the pool instead (the thread may run over its share while
-    # transactions nest).
+    # recently used one is closed instead (the thread may run over its share while transactions
+    # nest). Closed, not pooled: this thread may still read through it (a queryset iterator),
+    # and a pooled copy is another thread's to take.
     for alias in list(lru)[:-1]:
         if len(lru) <= limit:
             return
         if lru[alias].in_atomic_block:
             continue
-        _return(alias)
+        _drop(alias)
 
 
 def _forget(alias: str) -> "TenancyWrapper | None":
@@ -594,9 +614,14 @@ def _return(alias: str) -> None:
         return
     if conn.connection is None:
         return  # never opened (or closed): nothing to keep
-    if conn.fault is not None or conn.in_atomic_block:
+    if conn.fault is not None or conn.in_atomic_block or not conn.still_the_file():
+        # A copy another thread held while `release` closed the idle ones (the file was
+        # archived, deleted or replaced meanwhile) is closed, never pooled.
         _close_quietly(conn)
         return
+    # Its quick_check vouched for the file when it opened, not for whatever is recorded later:
+    # a taker re-checks it if the database is suspected by then.
+    conn.rechecked = False
     _pool.put(conn)
 
 

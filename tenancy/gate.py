@@ -1,8 +1,11 @@
 """The check every tenant or run database passes when this process opens a connection to it.
 
-A connection stays open across requests (`tenancy.connections`), and the code's schema version
-does not change while a process lives, so checking at open is checking every request, at the
-cost of one control-plane lookup and one read of `django_migrations` per open:
+A connection stays open across requests (`tenancy.connections`: borrowed from the process's
+pool and given back), and the code's schema version does not change while a process lives, so
+checking at open covers every request on that connection, at the cost of one control-plane
+lookup and one read of `django_migrations` per open. A quarantine recorded after a connection
+opened is seen by connections opened later; the open ones are closed by whatever marks the
+file suspected (`tenancy.faults`) or by `release`:
 
 - quarantined in the registry (read fresh, not memoised) → 503 `database_quarantined`;
 - behind the code's migrations → migrated right there under the node's rollout lock (waiting at

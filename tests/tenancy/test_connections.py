@@ -31,7 +31,7 @@ def touch_all(tenants) -> None:
             MemoryEntry.objects.count()
 
 
-def test_a_thread_over_its_share_gives_connections_back_and_the_pool_closes_its_surplus(
+def test_a_thread_over_its_share_closes_its_oldest_and_the_pool_keeps_at_most_its_limit(
     settings, data_dir
 ):
     settings.TENANCY_CONNECTIONS_PER_THREAD = 4
@@ -42,13 +42,16 @@ def test_a_thread_over_its_share_gives_connections_back_and_the_pool_closes_its_
     assert fds_for_one >= 1  # each open WAL connection holds the db, -wal and -shm files
 
     touch_all(tenants)
-    opened = tenant_connections.open_aliases()
-    assert opened == [f"tenant__{t.id}" for t in tenants[-4:]]
-    # Given back past the thread's share, the pool keeps the 2 most recently returned.
-    assert tenant_connections.idle_aliases() == [f"tenant__{t.id}" for t in tenants[6:8]]
-    assert open_fds_under(data_dir) == 6 * fds_for_one
-    # Aliases given back are gone from Django's per-thread storage.
+    assert tenant_connections.open_aliases() == [f"tenant__{t.id}" for t in tenants[-4:]]
+    assert tenant_connections.idle_aliases() == []  # past its share a thread closes, not pools
+    assert open_fds_under(data_dir) == 4 * fds_for_one
+    # Closed aliases are gone from Django's per-thread storage.
     assert not hasattr(connections._connections, f"tenant__{tenants[7].id}")
+
+    tenant_connections.give_back()  # the pool keeps the 2 most recently returned
+    assert tenant_connections.open_aliases() == []
+    assert tenant_connections.idle_aliases() == [f"tenant__{t.id}" for t in tenants[-2:]]
+    assert open_fds_under(data_dir) == 2 * fds_for_one
 
     tenant_connections.close_all()
     assert open_fds_under(data_dir) == 0
@@ -234,3 +237,58 @@ def test_a_suspected_database_is_reopened_never_served_by_another_idle_copy():
     tenant_connections.close_all()
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT key FROM tenants_memoryentry").fetchall() == [("after",)]
+
+
+def test_a_copy_given_back_after_its_file_was_replaced_is_closed_not_pooled():
+    """`release` (archive, delete) cannot reach a copy another thread holds; when that copy
+    comes back, it must not be pooled for the next request."""
+    import shutil
+    import sqlite3
+
+    tenant = tenant_create(slug="stale")
+    path = absolute(tenant.database.path)
+    touch_all([tenant])  # borrowed by this thread, as by a request in flight
+    copy = path.with_name("copy.tmp")
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as source, sqlite3.connect(copy) as to:
+        source.backup(to)
+    shutil.move(copy, path)
+    tenant_connections.give_back()
+    assert tenant_connections.idle_aliases() == []
+    tenant_connections.close_all()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_healed_connection_is_checked_again_when_the_database_is_suspected_again():
+    from tenancy import faults
+
+    tenant = tenant_create(slug="healed")
+    alias = f"tenant__{tenant.id}"
+    marker = faults.marker_path(absolute(tenant.database.path))
+    faults.record_fault(tenant.database, faults.Fault.DAMAGED, "suspected")
+    touch_all([tenant])  # opened under suspicion: quick_check passed, the fault cleared
+    assert not marker.exists()
+    healed = connections[alias].connection
+    tenant_connections.give_back()
+
+    faults.record_fault(tenant.database, faults.Fault.DAMAGED, "suspected again")
+    assert marker.exists()
+    touch_all([tenant])
+    # Not served by the copy healed before: a new connection, checked again, cleared again.
+    assert connections[alias].connection is not healed
+    assert not marker.exists()
+    tenant_connections.close_all()
+
+
+def test_an_eager_task_inside_a_request_does_not_give_its_connections_back():
+    from celery import shared_task
+
+    @shared_task(name="tests.tenancy.noop")
+    def noop() -> int:
+        return 1
+
+    tenant = tenant_create(slug="eager")
+    touch_all([tenant])  # borrowed by the "request"
+    assert noop.apply().get() == 1  # eager, as embedded mode runs tasks: task_postrun fires
+    assert tenant_connections.open_aliases() == [f"tenant__{tenant.id}"]
+    tenant_connections.give_back()
+    tenant_connections.close_all()

@@ -155,8 +155,9 @@ def per_thread_limit() -> int:
 
 
 def idle_limit() -> int:
-    """Return the most idle connections the process keeps in its pool."""
-    return max(0, min(settings.TENANCY_IDLE_CONNECTIONS, max_open_databases()))
+    """Return the most idle connections the process keeps in its pool (never more than are
+    open, which `max_open_databases()` bounds when they open)."""
+    return max(0, settings.TENANCY_IDLE_CONNECTIONS)
 
 
 class _OpenCount:
@@ -229,6 +230,8 @@ class TenancyWrapper(SQLiteWrapper):
         self._identity: tuple[int, int, int, int] | None = None  # db dev, ino; wal dev, ino
         self._size = 0
         self._mtime_ns = 0
+        self._wal_path = faults.wal_path(path)
+        self.borrowed_at_release = 0  # `_releases` when this thread took it (see `_return`)
         self._slot: weakref.finalize | None = None
 
     @cached_property
@@ -286,7 +289,7 @@ class TenancyWrapper(SQLiteWrapper):
         after = os.stat(self.path)
         if (before.st_dev, before.st_ino) != (after.st_dev, after.st_ino):
             raise self._fail(faults.Fault.DAMAGED, "the file was replaced while being opened")
-        wal = os.stat(faults.wal_path(self.path))  # journal_mode=WAL has opened it
+        wal = os.stat(self._wal_path)  # journal_mode=WAL has opened it
         self._identity = (after.st_dev, after.st_ino, wal.st_dev, wal.st_ino)
         self._size, self._mtime_ns = after.st_size, after.st_mtime_ns
         assert self.database is not None
@@ -334,7 +337,7 @@ class TenancyWrapper(SQLiteWrapper):
                 raise self._fail(faults.Fault.DAMAGED, f"the file {problem}")
             self._size, self._mtime_ns = st.st_size, st.st_mtime_ns
         try:
-            wal = os.stat(faults.wal_path(self.path))
+            wal = os.stat(self._wal_path)
         except FileNotFoundError:
             raise self._fail(faults.Fault.DAMAGED, "its -wal file was deleted while open") from None
         if (wal.st_dev, wal.st_ino) != self._identity[2:]:
@@ -457,6 +460,8 @@ class _Pool:
 
 
 _pool = _Pool()
+# Bumped by every `release`: a copy given back after one is checked against its file first.
+_releases = 0
 # Connections a forked child inherited: never used or closed there (SQLite connections
 # must not cross a fork; closing one could checkpoint the parent's file), kept referenced so
 # that no finalizer closes them either.
@@ -496,6 +501,7 @@ def _close_quietly(conn: "TenancyWrapper") -> None:
 
 
 def _install(alias: str, conn: "TenancyWrapper") -> None:
+    conn.borrowed_at_release = _releases
     lru = _lru()
     setattr(_storage(), alias, conn)
     lru[alias] = conn
@@ -585,6 +591,8 @@ def connection_for(
 
 
 def _evict(lru: "OrderedDict[str, TenancyWrapper]") -> None:
+    if len(lru) <= 1:  # every thread may hold one (the limit is at least 1)
+        return
     limit = per_thread_limit()
     if len(lru) <= limit:
         return
@@ -600,21 +608,25 @@ def _evict(lru: "OrderedDict[str, TenancyWrapper]") -> None:
         _drop(alias)
 
 
-def _forget(alias: str) -> "TenancyWrapper | None":
-    conn = _lru().pop(alias, None)
-    if conn is not None and hasattr(_storage(), alias):
-        delattr(_storage(), alias)
+def _forget(
+    alias: str, lru: "OrderedDict[str, TenancyWrapper] | None" = None
+) -> "TenancyWrapper | None":
+    conn = (_lru() if lru is None else lru).pop(alias, None)
+    if conn is not None:
+        with suppress(AttributeError):
+            delattr(_storage(), alias)
     return conn
 
 
-def _return(alias: str) -> None:
+def _return(alias: str, lru: "OrderedDict[str, TenancyWrapper] | None" = None) -> None:
     """Hand this thread's connection for `alias` back to the pool (closed if unfit to reuse)."""
-    conn = _forget(alias)
+    conn = _forget(alias, lru)
     if conn is None:
         return
     if conn.connection is None:
         return  # never opened (or closed): nothing to keep
-    if conn.fault is not None or conn.in_atomic_block or not conn.still_the_file():
+    released = conn.borrowed_at_release != _releases  # `release` ran while it was out
+    if conn.fault is not None or conn.in_atomic_block or (released and not conn.still_the_file()):
         # A copy another thread held while `release` closed the idle ones (the file was
         # archived, deleted or replaced meanwhile) is closed, never pooled.
         _close_quietly(conn)
@@ -637,14 +649,19 @@ def give_back() -> None:
 
     A connection still inside a transaction stays with the thread (its owner closes the block).
     """
-    for alias, conn in list(_lru().items()):
+    lru = _lru()
+    if not lru:
+        return
+    for alias, conn in list(lru.items()):
         if not conn.in_atomic_block:
-            _return(alias)
+            _return(alias, lru)
 
 
 def release(alias: str) -> None:
     """Close this thread's connection for `alias` and the pool's idle ones (the file is about to
     change: archived, replaced, migrated or refused)."""
+    global _releases
+    _releases += 1  # before closing: a copy borrowed elsewhere is then checked on its return
     _drop(alias)
     _pool.drain(alias)
 

@@ -244,6 +244,7 @@ def test_a_copy_given_back_after_its_file_was_replaced_is_closed_not_pooled():
     comes back, it must not be pooled for the next request."""
     import shutil
     import sqlite3
+    import threading
 
     tenant = tenant_create(slug="stale")
     path = absolute(tenant.database.path)
@@ -252,6 +253,10 @@ def test_a_copy_given_back_after_its_file_was_replaced_is_closed_not_pooled():
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as source, sqlite3.connect(copy) as to:
         source.backup(to)
     shutil.move(copy, path)
+    # Meanwhile another thread releases the alias (as archiving or deleting does).
+    thread = threading.Thread(target=tenant_connections.release, args=[f"tenant__{tenant.id}"])
+    thread.start()
+    thread.join()
     tenant_connections.give_back()
     assert tenant_connections.idle_aliases() == []
     tenant_connections.close_all()

@@ -132,7 +132,7 @@ DATABASE_ROUTERS = ["tenancy.router.ScopeRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # How many tenant/run connections one thread holds at once (each WAL connection holds 3 fds);
-# past it, its least recently used go back to the process's pool (decision 0052).
+# past it, its least recently used are closed (decision 0052).
 TENANCY_CONNECTIONS_PER_THREAD = _env_int("TENANCY_CONNECTIONS_PER_THREAD", 64)
 # Budgets per process (decision 0018): at most this many tenant/run connections open at once,
 # fewer if RLIMIT_NOFILE leaves less room (3 fds each, after TENANCY_FD_RESERVE, by default

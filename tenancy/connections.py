@@ -345,21 +345,25 @@ class TenancyWrapper(SQLiteWrapper):
 
     def _take_slot(self) -> None:
         limit = max_open_databases()
-        if _open.try_take(limit):
+
+        def taken() -> bool:
+            if not _open.try_take(limit):
+                return False
             self._slot = weakref.finalize(self, _open.give_back)
+            return True
+
+        if taken():
             return
         # At the budget: close idle connections of the pool, least recently returned first,
         # then this thread's own that no transaction holds (never another thread's in use).
         while _pool.close_oldest():
-            if _open.try_take(limit):
-                self._slot = weakref.finalize(self, _open.give_back)
+            if taken():
                 return
         for alias, conn in list(_lru().items()):
             if conn is self or conn.in_atomic_block or conn.connection is None:
                 continue
             _drop(alias)
-            if _open.try_take(limit):
-                self._slot = weakref.finalize(self, _open.give_back)
+            if taken():
                 return
         raise ConnectionsExhausted(
             f"All {limit} database connections of this server process are in use; retry "
@@ -473,11 +477,8 @@ def _forget_pool_in_child() -> None:
     (other threads do not exist in the child); the child opens its own."""
     global _pool
     inherited = [conn for stack in _pool._idle.values() for conn in stack]
-    for alias, conn in list(_lru().items()):
-        inherited.append(conn)
-        _lru().pop(alias)
-        if hasattr(_storage(), alias):
-            delattr(_storage(), alias)
+    lru = _lru()
+    inherited += [conn for alias in list(lru) if (conn := _forget(alias, lru)) is not None]
     _abandoned_at_fork.append(inherited)
     _pool = _Pool()
     _open.value = 0

@@ -9,6 +9,8 @@ from tenancy import connections as tenant_connections
 from tenancy.context import tenant_context
 from tenancy.paths import absolute
 from tenants.services import tenant_create
+from tests.runs.test_faults_http import replace
+from tests.tenancy.threads import in_another_thread
 
 pytestmark = pytest.mark.django_db
 
@@ -59,8 +61,6 @@ def test_a_thread_over_its_share_closes_its_oldest_and_the_pool_keeps_at_most_it
 
 
 def test_a_connection_given_back_serves_the_next_thread_without_opening_the_file():
-    import threading
-
     tenant = tenant_create(slug="shared")
     alias = f"tenant__{tenant.id}"
     touch_all([tenant])
@@ -72,19 +72,11 @@ def test_a_connection_given_back_serves_the_next_thread_without_opening_the_file
     seen: list[object] = []
 
     def other_thread() -> None:
-        try:
-            with tenant_context(tenant):
-                seen.append(MemoryEntry.objects.count())  # Django's thread check passes
-            seen.append(connections[alias].connection)
-        except BaseException as exc:
-            seen.append(exc)
-        finally:
-            tenant_connections.give_back()
-            connections.close_all()
+        with tenant_context(tenant):
+            seen.append(MemoryEntry.objects.count())  # Django's thread check passes
+        seen.append(connections[alias].connection)
 
-    thread = threading.Thread(target=other_thread)
-    thread.start()
-    thread.join()
+    assert in_another_thread(other_thread) is None
     assert seen == [0, raw]
     assert tenant_connections.open_count() == before
     assert tenant_connections.idle_aliases() == [alias]
@@ -205,34 +197,20 @@ def test_a_suspected_database_is_reopened_never_served_by_another_idle_copy():
     """The idle copies of a suspected database stay unverified: after `touch` drops one, the
     request must open the file afresh, not take the next idle copy (which may still hold a
     replaced file, whose writes a restart would never see)."""
-    import shutil
     import sqlite3
-    import threading
 
     from tenancy import faults
 
     tenant = tenant_create(slug="suspect")
     path = absolute(tenant.database.path)
     touch_all([tenant])  # one connection borrowed here ...
-
-    def other_thread() -> None:
-        touch_all([tenant])  # ... and another one there: both go back to the pool
-        tenant_connections.give_back()
-        connections.close_all()
-
-    thread = threading.Thread(target=other_thread)
-    thread.start()
-    thread.join()
+    # ... and another one there: both go back to the pool
+    assert in_another_thread(lambda: touch_all([tenant])) is None
     tenant_connections.give_back()
     assert tenant_connections._pool.size == 2
     # Another process suspects the file and replaces it (a consistent copy renamed over it).
     faults.record_fault(tenant.database, faults.Fault.DAMAGED, "suspected elsewhere")
-    copy = path.with_name("copy.tmp")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as source, sqlite3.connect(copy) as to:
-        source.backup(to)
-    shutil.move(copy, path)
-    for sidecar in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        sidecar.unlink(missing_ok=True)
+    replace(path)
 
     with tenant_context(tenant):
         MemoryEntry.objects.create(key="after", value=1, size_bytes=1)
@@ -244,21 +222,12 @@ def test_a_suspected_database_is_reopened_never_served_by_another_idle_copy():
 def test_a_copy_given_back_after_its_file_was_replaced_is_closed_not_pooled():
     """`release` (archive, delete) cannot reach a copy another thread holds; when that copy
     comes back, it must not be pooled for the next request."""
-    import shutil
-    import sqlite3
-    import threading
-
     tenant = tenant_create(slug="stale")
     path = absolute(tenant.database.path)
     touch_all([tenant])  # borrowed by this thread, as by a request in flight
-    copy = path.with_name("copy.tmp")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as source, sqlite3.connect(copy) as to:
-        source.backup(to)
-    shutil.move(copy, path)
+    replace(path)
     # Meanwhile another thread releases the alias (as archiving or deleting does).
-    thread = threading.Thread(target=tenant_connections.release, args=[f"tenant__{tenant.id}"])
-    thread.start()
-    thread.join()
+    assert in_another_thread(lambda: tenant_connections.release(f"tenant__{tenant.id}")) is None
     tenant_connections.give_back()
     assert tenant_connections.idle_aliases() == []
     tenant_connections.close_all()

@@ -20,6 +20,7 @@ from tenancy.exceptions import ConnectionsExhausted, DatabaseUnavailable
 from tenancy.paths import absolute, tenant_alias
 from tenants.models import Database
 from tenants.services import tenant_create
+from tests.tenancy.threads import in_another_thread
 
 pytestmark = pytest.mark.django_db
 
@@ -307,29 +308,14 @@ def test_process_budget_is_shared_across_threads_and_answers_503_at_the_limit(se
     tenants = [tenant_create(slug=f"s{i}") for i in range(3)]
     keys(tenants[0])
     keys(tenants[1])  # this thread holds the whole budget
-    outcome: list[BaseException | None] = []
-
-    def other_thread() -> None:
-        try:
-            keys(tenants[2])
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-        finally:
-            tenant_connections.close_all()
-            connections.close_all()
-
-    thread = threading.Thread(target=other_thread)
-    thread.start()
-    thread.join()
+    outcome = [in_another_thread(lambda: keys(tenants[2]))]
     assert isinstance(outcome[0], ConnectionsExhausted)
     assert outcome[0].status == 503
 
     tenant_connections.close_all()
-    thread = threading.Thread(target=other_thread)
-    thread.start()
-    thread.join()
+    outcome.append(in_another_thread(lambda: keys(tenants[2])))
     assert outcome[1] is None
+    tenant_connections.close_all()
 
 
 # As above: another thread opens a database, so the registry's rows must be committed.
@@ -342,21 +328,7 @@ def test_at_the_budget_idle_pooled_connections_are_closed_for_another_thread(set
     keys(tenants[1])  # the whole budget, then given back: idle in the pool
     tenant_connections.give_back()
     assert tenant_connections.idle_aliases() == [tenant_alias(t.id) for t in tenants[:2]]
-    outcome: list[BaseException | None] = []
-
-    def other_thread() -> None:
-        try:
-            keys(tenants[2])
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-        finally:
-            tenant_connections.give_back()
-            connections.close_all()
-
-    thread = threading.Thread(target=other_thread)
-    thread.start()
-    thread.join()
+    outcome = [in_another_thread(lambda: keys(tenants[2]))]
     assert outcome == [None]  # not 503: the least recently returned idle one was closed
     assert tenant_connections.idle_aliases() == [tenant_alias(t.id) for t in tenants[1:]]
     tenant_connections.close_all()

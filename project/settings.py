@@ -315,11 +315,11 @@ RUN_MAX_DB_BYTES = _env_int("RUN_MAX_DB_BYTES", 1024 * 1024 * 1024)
 RUN_IDLE_TIMEOUT = _env_int("RUN_IDLE_TIMEOUT", 24 * 60 * 60)
 RUN_EXPIRE_EVERY_S = _env_int("RUN_EXPIRE_EVERY_S", 300)
 # https://docs.celeryq.dev/en/stable/userguide/periodic-tasks.html (`make beat`)
-# Queued calls whose broker message was lost (a crash between commit and publish, Redis restarted)
-# are sent again, looked for this often; a published call is trusted to its message this long
-# (decision 0050): keep it above TASK_VISIBILITY_TIMEOUT_S and the longest a queue backs up.
+# Queued calls whose broker message was lost (a crash between commit and publish, a worker killed
+# while taking it, Redis restarted) are sent again, looked for this often, once recorded at least
+# the grace ago (the longest between a commit and its publish; decisions 0050, 0053).
 TOOL_REDISPATCH_EVERY_S = _env_int("TOOL_REDISPATCH_EVERY_S", 60)
-TOOL_REDISPATCH_AFTER_S = _env_int("TOOL_REDISPATCH_AFTER_S", 3600)
+TOOL_REDISPATCH_GRACE_S = float(os.environ.get("TOOL_REDISPATCH_GRACE_S", "30"))
 CELERY_BEAT_SCHEDULE = {
     "expire-idle-runs": {"task": "runs.expire_idle", "schedule": float(RUN_EXPIRE_EVERY_S)},
     "redispatch-lost-calls": {

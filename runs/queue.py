@@ -15,9 +15,10 @@ limits stand behind both (timeout + TOOL_KILL_GRACE_S, and twice that).
 
 import collections
 import concurrent.futures
+import contextlib
 import contextvars
+import json
 import logging
-import math
 import random
 import signal
 import threading
@@ -28,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import kombu.exceptions
 import redis
 from celery import chord
 from celery.canvas import Signature
@@ -84,7 +86,6 @@ def dispatch(*, run: Run, seq: int, tool: Tool | None) -> None:
     if settings.REDIS_URL:
         from runs.tasks import tool_call_execute
 
-        mark_dispatched(run.id, seq)
         # The task's own apply_async: what `signature(...).apply_async()` ends in, without
         # building and copying a Signature per call.
         tool_call_execute.apply_async((run.tenant_id, run.id, seq), **_options(run, seq, tool))
@@ -104,8 +105,6 @@ def tool_calls_chord(
         for name, args in calls
     ]
     header = [signature(run=run, seq=call.seq, tool=registry.get(call.name)) for call in recorded]
-    for call in recorded:
-        mark_dispatched(run.id, call.seq)
     chord(header)(tool_calls_gather.s(tenant_id=run.tenant_id, run_id=run.id, kind=kind))
     return recorded
 
@@ -129,27 +128,51 @@ def tool_call_cancel(*, run: Run, seq: int) -> ToolCall:
 # --- Lost hand-offs -----------------------------------------------------------------------------
 #
 # A queued call's message can be lost after the call committed: the process died between the
-# commit and the publish; a worker was killed between taking the message off the queue and
-# recording it as unacknowledged (kombu's Redis transport); Redis restarted (it may keep nothing
-# on disk). Each publish therefore leaves a mark in Redis that lives as long as a message may
-# rightly wait (TOOL_REDISPATCH_AFTER_S, plus a retry's countdown); `redispatch_lost`, run by
-# Celery beat and `manage.py redispatch_calls`, hands every queued call of an active run that
-# has no mark (and is older than a grace, the time between a commit and its publish) to a worker
-# again. A second delivery of a call is harmless: the claim runs a call once it is finished
-# (decision 0050).
+# commit and the publish; a worker was killed between taking the message off the queue (BRPOP)
+# and recording it as unacknowledged (kombu's Redis transport: the only unguarded window); Redis
+# restarted (it may keep nothing on disk); a worker gave up retrying a busy writer.
+# `redispatch_lost`, run by Celery beat and `manage.py redispatch_calls`, asks the broker itself:
+# a queued call older than a grace (the time between a commit and its publish) whose task is
+# neither waiting in a queue nor held unacknowledged by a worker, at two readings
+# REDISPATCH_CONFIRM_S apart (a live worker records a message unacknowledged within milliseconds
+# of taking it), is handed to a worker again (decisions 0050, 0053).
 
-DISPATCH_GRACE_S = 30.0
-
-
-def _mark_key(run_id: str, seq: int) -> str:
-    return f"agentdb:dispatched:{run_id}:{seq}"
+REDISPATCH_CONFIRM_S = 2.0
 
 
-def mark_dispatched(run_id: str, seq: int, *, countdown_s: float = 0.0) -> None:
-    """Record that call `seq` of the run was handed to the broker (to be run `countdown_s`
-    from now): `redispatch_lost` leaves it alone while the mark lives."""
-    ttl = math.ceil(settings.TOOL_REDISPATCH_AFTER_S + countdown_s)
-    waiters.redis_client(settings.REDIS_URL).set(_mark_key(run_id, seq), 1, ex=ttl)
+def _task_id_of(payload: Any) -> str | None:
+    """The Celery task id of a message as kombu stores it (protocol 2 keeps it in the headers)."""
+    try:
+        headers = payload["headers"]
+        return headers["id"] if isinstance(headers, dict) else None
+    except (KeyError, TypeError):
+        return None
+
+
+def tasks_in_broker() -> set[str]:
+    """The ids of every task waiting in one of the app's queues or held unacknowledged by a
+    worker, read in one MULTI: one instant of the broker, so a message moving from its queue to
+    a worker's unacknowledged set is seen in one of the two."""
+    from project.celery import app
+
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        with channel.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=True)
+            for queue in app.amqp.queues:
+                for priority in channel.priority_steps:
+                    pipe.lrange(channel._q_for_pri(queue, priority), 0, -1)
+            pipe.hvals(channel.unacked_key)
+            *queued, unacked = pipe.execute()
+    found = set()
+    for raw in (message for messages in queued for message in messages):
+        with contextlib.suppress(ValueError):
+            found.add(_task_id_of(json.loads(raw)))
+    for raw in unacked:  # kombu keeps [message, exchange, routing key]
+        with contextlib.suppress(ValueError, TypeError, IndexError):
+            found.add(_task_id_of(json.loads(raw)[0]))
+    found.discard(None)
+    return found  # type: ignore[return-value]
 
 
 @dataclass
@@ -161,53 +184,95 @@ class Redispatched:
     errors: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Queued:
+    run: Run
+    seq: int
+    name: str
+    attempts: int
+
+
+def _queued_calls(run: Run, cutoff: Any, seqs: Iterable[int] | None = None) -> list[_Queued]:
+    with run_context(run):
+        calls = ToolCall.objects.filter(status=ToolCall.Status.QUEUED, created_at__lte=cutoff)
+        if seqs is not None:
+            calls = calls.filter(seq__in=list(seqs))
+        return [
+            _Queued(run, seq, name, attempts)
+            for seq, name, attempts in calls.values_list("seq", "name", "attempts")
+        ]
+
+
 def redispatch_lost(
     *,
-    min_age_s: float = DISPATCH_GRACE_S,
+    min_age_s: float | None = None,
     tenant_slug: str | None = None,
     dry_run: bool = False,
     progress: Callable[[Iterable[Run]], Iterable[Run]] = iter,
+    confirm_s: float = REDISPATCH_CONFIRM_S,
 ) -> Redispatched:
-    """Hand again every queued call of this node's active runs whose message is lost (no mark)
-    and that was recorded at least `min_age_s` ago; `dry_run`: only list them. Needs REDIS_URL
+    """Hand again every queued call of this node's active runs, recorded at least `min_age_s`
+    ago (default TOOL_REDISPATCH_GRACE_S), whose task the broker has neither in a queue nor
+    unacknowledged at two readings `confirm_s` apart; `dry_run`: only list them. Needs REDIS_URL
     (embedded, calls live in a process's pool and nothing else can tell them lost)."""
     if not settings.REDIS_URL:
         raise RuntimeError("Lost hand-offs are found through Redis; REDIS_URL is not set.")
+    if min_age_s is None:
+        min_age_s = settings.TOOL_REDISPATCH_GRACE_S
     cutoff = timezone.now() - timedelta(seconds=min_age_s)
     runs = Run.objects.filter(status=Run.Status.ACTIVE, database__home_node=settings.HOME_NODE)
     if tenant_slug is not None:
         runs = runs.filter(tenant__slug=tenant_slug)
     done = Redispatched()
-    marks = waiters.redis_client(settings.REDIS_URL)
+    candidates: list[_Queued] = []
     for run in progress(
         runs.select_related("tenant", "database").order_by("created_at").iterator()
     ):
         done.checked += 1
         try:
-            with run_context(run):
-                queued = list(
-                    ToolCall.objects.filter(
-                        status=ToolCall.Status.QUEUED, created_at__lte=cutoff
-                    ).values_list("seq", "name")
-                )
-            if not queued:
-                continue
-            found = marks.mget([_mark_key(run.id, seq) for seq, _ in queued])
-            for (seq, name), mark in zip(queued, found, strict=True):
-                if mark is not None:
-                    continue
+            candidates += _queued_calls(run, cutoff)
+        except (ApplicationError, DatabaseError, OSError) as exc:
+            logger.warning("run %s: lost hand-offs not checked: %s", run.id, exc)
+            done.errors[run.id] = f"{type(exc).__name__}: {exc}"
+    if not candidates:
+        return done
+    try:
+        present = tasks_in_broker()
+        suspects = [c for c in candidates if task_id(c.run.id, c.seq) not in present]
+        if not suspects:
+            return done
+        time.sleep(confirm_s)  # a message a live worker is taking shows up unacknowledged
+        present = tasks_in_broker()
+    except (redis.RedisError, OSError, kombu.exceptions.OperationalError) as exc:
+        logger.warning("lost hand-offs not checked: the broker could not be read: %s", exc)
+        for call in candidates:
+            done.errors[call.run.id] = f"the broker could not be read: {type(exc).__name__}: {exc}"
+        return done
+    by_run: dict[str, list[_Queued]] = collections.defaultdict(list)
+    for call in suspects:
+        by_run[call.run.id].append(call)
+    for calls in by_run.values():
+        run, before = calls[0].run, {call.seq: call.attempts for call in calls}
+        try:
+            # Still queued, not claimed meanwhile, and still nowhere in the broker: lost.
+            lost = [
+                call
+                for call in _queued_calls(run, cutoff, before)
+                if call.attempts == before[call.seq] and task_id(run.id, call.seq) not in present
+            ]
+            for call in lost:
                 if not dry_run:
                     try:
-                        tool: Tool | None = registry.get(name)
+                        tool: Tool | None = registry.get(call.name)
                     except UnknownTool:
                         tool = None
-                    dispatch(run=run, seq=seq, tool=tool)
+                    dispatch(run=run, seq=call.seq, tool=tool)
                     logger.warning(
-                        "tool call %s of run %s had lost its message: sent again", seq, run.id
+                        "tool call %s of run %s had lost its message: sent again", call.seq, run.id
                     )
-                done.dispatched.append((run.id, seq))
+                done.dispatched.append((run.id, call.seq))
         except (ApplicationError, DatabaseError, OSError, redis.RedisError) as exc:
-            logger.warning("run %s: lost hand-offs not checked: %s", run.id, exc)
+            logger.warning("run %s: lost hand-offs not sent: %s", run.id, exc)
             done.errors[run.id] = f"{type(exc).__name__}: {exc}"
     return done
 

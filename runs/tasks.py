@@ -39,13 +39,10 @@ def tool_call_execute(self: Task, tenant_id: str, run_id: str, seq: int) -> dict
         done = queue.execute(tenant_id=tenant_id, run_id=run_id, seq=seq)
     except Unavailable as exc:
         countdown = queue.backoff_s(self.request.retries + 1)
-        # Past its last retry the call stays queued; once its mark expires, `redispatch_lost`
-        # sends it again.
-        if self.request.retries < UNAVAILABLE_RETRIES:
-            queue.mark_dispatched(run_id, seq, countdown_s=countdown)
+        # Past its last retry the call stays queued with no message: `redispatch_lost` sends
+        # it again.
         raise self.retry(exc=exc, countdown=countdown, max_retries=UNAVAILABLE_RETRIES) from exc
     if done.retry_in is not None:
-        queue.mark_dispatched(run_id, seq, countdown_s=done.retry_in)
         # The attempt count lives in the run database; Celery's own count is not the limit.
         raise self.retry(countdown=done.retry_in, max_retries=None)
     return done.as_dict()

@@ -84,10 +84,17 @@ class Stack:
             path = f"/api/v1/runs/{run}/tool-calls/{seq}"
             call = self.get(path, tenant, wait=5 if final else 0).json()
             if call["status"] in statuses or time.monotonic() > deadline:
-                assert call["status"] in statuses, call
+                assert call["status"] in statuses, (call, self.worker_logs())
                 return call
             if not final:
                 time.sleep(0.02)  # polling interval for a non-final status
+
+    def worker_logs(self, tail: int = 4000) -> str:
+        """The end of every worker's log, for a failure's message."""
+        return "\n".join(
+            f"--- {log.name}:\n{log.read_text(errors='replace')[-tail:]}"
+            for log in sorted(self.data_dir.glob("worker-*.log"))
+        )
 
     def tenant_id(self, run: str) -> str:
         with contextlib.closing(sqlite3.connect(self.data_dir / "control.sqlite3")) as db:
@@ -108,7 +115,7 @@ class Stack:
                 "-n",
                 f"{name}@%h",
                 "-l",
-                "WARNING",
+                "INFO",
                 "--without-gossip",
                 "--without-mingle",
             ],
@@ -338,6 +345,10 @@ def test_a_worker_killed_mid_batch_loses_no_call_and_records_none_twice(stack):
     stack.wait_for(run, seqs[10], {"running"})
     _kill(stack.workers[-1])  # mid-batch: some calls done, some running, the rest queued
     stack.start_worker("after-batch", concurrency=8)
+    # A call whose message the kill took between kombu's BRPOP and its unacked entry is in
+    # the broker no more: what Celery beat's `redispatch_lost` sends again (the others are
+    # queued or unacknowledged, and left alone).
+    resent = _redispatch(stack, "--min-age", "0")
     outcomes = {}
     for seq in seqs:
         call = stack.wait_for(run, seq, {"succeeded"})
@@ -352,6 +363,8 @@ def test_a_worker_killed_mid_batch_loses_no_call_and_records_none_twice(stack):
         memory = stack.get(f"/api/v1/memory/runs/{run}/{seq}").json()
         assert memory["version"] == call["result"]["executions"], (memory, call)
     assert any(call["attempts"] == 2 for call in outcomes.values())  # some died running
+    for _, seq in resent:
+        assert outcomes[seq]["attempts"] == 1, outcomes[seq]  # lost while queued: ran once
 
 
 # --- Lost hand-offs (decision 0050) ------------------------------------------------------------
@@ -416,6 +429,51 @@ def test_a_call_whose_message_waits_in_the_queue_is_not_sent_twice(stack):
     assert _redispatch(stack, "--min-age", "0") == []  # its message is in the queue
     assert redis.Redis.from_url(BROKER_URL).llen("celery") == 1
     stack.start_worker(f"after-wait-{stack.pool}")
+    call = stack.wait_for(run, seq, {"succeeded"})
+    assert call["attempts"] == 1 and call["result"] == {"executions": 1}
+    assert _executions(stack, run, seq) == 1
+
+
+def test_a_call_a_dying_worker_took_off_the_queue_is_sent_again_and_runs_once(stack):
+    """kombu's Redis transport takes a message off the queue (BRPOP) before it records it as
+    unacknowledged: a worker killed in between leaves the call queued with its message nowhere.
+    The redispatcher sees it in neither place, twice, and sends it again."""
+    for proc in stack.workers:
+        _kill(proc)
+    run = stack.run()
+    seq = stack.call(run, "test.count", {})
+    broker = redis.Redis.from_url(BROKER_URL)
+    taken = broker.brpop(["celery"], timeout=5)  # the dying worker's BRPOP
+    assert taken is not None and json.loads(taken[1])["headers"]["id"].endswith(f"-{seq}")
+    assert _redispatch(stack, "--min-age", "0", "--dry-run") == [(run, seq)]
+    assert broker.llen("celery") == 0  # a dry run sends nothing
+    assert _redispatch(stack, "--min-age", "0") == [(run, seq)]
+    stack.start_worker(f"after-take-{stack.pool}")
+    call = stack.wait_for(run, seq, {"succeeded"})
+    assert call["attempts"] == 1 and call["result"] == {"executions": 1}
+    assert _redispatch(stack, "--min-age", "0") == []
+    assert _executions(stack, run, seq) == 1
+
+
+def test_a_call_a_live_worker_holds_unacknowledged_is_not_sent_again(stack):
+    """A worker that took the message and recorded it unacknowledged (prefetched, or waiting for
+    a retry's countdown) still has it: the call is queued but not lost."""
+    for proc in stack.workers:
+        _kill(proc)
+    run = stack.run()
+    seq = stack.call(run, "test.count", {})
+    app = Celery(broker=BROKER_URL)
+    received: list = []
+    with app.connection_for_read() as conn:
+        queue = app.amqp.queues["celery"]
+        with conn.Consumer([queue], accept=["json"], callbacks=[lambda _b, m: received.append(m)]):
+            conn.drain_events(timeout=5)  # taken and recorded unacknowledged, as a worker does
+        assert len(received) == 1 and received[0].headers["id"].endswith(f"-{seq}")
+        assert redis.Redis.from_url(BROKER_URL).hlen("unacked") == 1
+        assert _redispatch(stack, "--min-age", "0") == []
+    # Closing the connection without an ack gives the message back to the queue, as a worker's
+    # visibility timeout would: it runs once.
+    stack.start_worker(f"after-hold-{stack.pool}")
     call = stack.wait_for(run, seq, {"succeeded"})
     assert call["attempts"] == 1 and call["result"] == {"executions": 1}
     assert _executions(stack, run, seq) == 1

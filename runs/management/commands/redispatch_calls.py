@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from runs.queue import DISPATCH_GRACE_S, redispatch_lost
+from runs.queue import REDISPATCH_CONFIRM_S, redispatch_lost
 from tenants.models import Tenant
 
 
@@ -13,20 +13,21 @@ class Command(BaseCommand):
     help = (
         "Send again the queued async tool calls of this node's active runs whose broker message "
         "was lost: the process died between recording a call and publishing it, a worker was "
-        "killed while taking it, or Redis restarted without its data. A call published within "
-        "TOOL_REDISPATCH_AFTER_S (plus its retry countdown) is left alone; a call delivered "
-        "twice runs once it is finished. Celery beat runs the same every TOOL_REDISPATCH_EVERY_S. "
-        "Needs REDIS_URL. Idempotent."
+        "killed while taking it, or Redis restarted without its data. A call is lost when the "
+        "broker has its task neither in a queue nor held unacknowledged by a worker, at two "
+        f"readings {REDISPATCH_CONFIRM_S:g} s apart. Celery beat runs the same every "
+        "TOOL_REDISPATCH_EVERY_S. Needs REDIS_URL. Idempotent."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--min-age",
             type=float,
-            default=DISPATCH_GRACE_S,
+            default=None,
             metavar="S",
-            help=f"Only calls recorded at least S seconds ago (default {DISPATCH_GRACE_S:g}: a "
-            "younger call may still be on its way to the broker).",
+            help="Only calls recorded at least S seconds ago (default TOOL_REDISPATCH_GRACE_S, "
+            f"{settings.TOOL_REDISPATCH_GRACE_S:g}: a younger call may still be on its way to "
+            "the broker).",
         )
         parser.add_argument("--tenant", metavar="SLUG", help="Only this tenant's runs.")
         parser.add_argument(
@@ -39,7 +40,7 @@ class Command(BaseCommand):
     def handle(
         self,
         *args: Any,
-        min_age: float,
+        min_age: float | None,
         tenant: str | None,
         dry_run: bool,
         as_json: bool,
@@ -50,7 +51,7 @@ class Command(BaseCommand):
                 "REDIS_URL is not set: in embedded mode async calls run in the web process's own "
                 "pool, and there is no broker whose messages could be lost."
             )
-        if min_age < 0:
+        if min_age is not None and min_age < 0:
             raise CommandError("--min-age must be 0 or more seconds.")
         if tenant is not None and not Tenant.objects.filter(slug=tenant).exists():
             raise CommandError(f"No tenant {tenant!r}.")

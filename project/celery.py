@@ -15,7 +15,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 
 class DjangoCelerySettings(Mapping[str, Any]):
-    """The `CELERY_*` Django settings, read once, when Celery first reads its configuration.
+    """The `CELERY_*` Django settings (and TIME_ZONE), read once, when Celery first reads its
+    configuration.
 
     What `config_from_object("django.conf:settings", namespace="CELERY")` reads, as a dict:
     Celery looks up a dozen options per published task, each in several spellings, and every
@@ -27,8 +28,11 @@ class DjangoCelerySettings(Mapping[str, Any]):
     def _values(self) -> dict[str, Any]:
         from django.conf import settings
 
+        # TIME_ZONE: Celery falls back to Django's when CELERY_TIMEZONE is not set.
         return {
-            name: getattr(settings, name) for name in dir(settings) if name.startswith("CELERY_")
+            name: getattr(settings, name)
+            for name in dir(settings)
+            if name.startswith("CELERY_") or name == "TIME_ZONE"
         }
 
     def __getitem__(self, key: str) -> Any:

@@ -138,38 +138,71 @@ def tool_call_cancel(*, run: Run, seq: int) -> ToolCall:
 # of taking it), is handed to a worker again (decisions 0050, 0053).
 
 REDISPATCH_CONFIRM_S = 2.0
+# The broker is read whole (one MULTI), so only while it is small: a backed-up queue is left
+# alone until it drains (its calls are not lost, just waiting), and Redis is never stalled by a
+# reply of many megabytes.
+BROKER_READ_MAX_MESSAGES = 10_000
+BROKER_READ_TIMEOUT_S = 10.0
+
+
+class BrokerBackedUp(Exception):
+    """The broker holds more messages than `tasks_in_broker` reads."""
 
 
 def _task_id_of(payload: Any) -> str | None:
     """The Celery task id of a message as kombu stores it (protocol 2 keeps it in the headers)."""
     try:
-        headers = payload["headers"]
-        return headers["id"] if isinstance(headers, dict) else None
+        task = payload["headers"]["id"]
     except (KeyError, TypeError):
         return None
+    return task if isinstance(task, str) else None
 
 
 def tasks_in_broker() -> set[str]:
     """The ids of every task waiting in one of the app's queues or held unacknowledged by a
     worker, read in one MULTI: one instant of the broker, so a message moving from its queue to
-    a worker's unacknowledged set is seen in one of the two."""
+    a worker's unacknowledged set is seen in one of the two. Raises `BrokerBackedUp` past
+    BROKER_READ_MAX_MESSAGES."""
     from project.celery import app
 
-    with app.connection_for_read() as conn:
+    with app.connection_for_read() as conn:  # kombu names the keys (its Redis layout)
         channel = conn.default_channel
-        with channel.conn_or_acquire() as client:
-            pipe = client.pipeline(transaction=True)
-            for queue in app.amqp.queues:
-                for priority in channel.priority_steps:
-                    pipe.lrange(channel._q_for_pri(queue, priority), 0, -1)
-            pipe.hvals(channel.unacked_key)
-            *queued, unacked = pipe.execute()
+        prefix = channel.global_keyprefix or ""
+        lists = [
+            prefix + channel._q_for_pri(queue, priority)
+            for queue in list(app.amqp.queues)
+            for priority in channel.priority_steps
+        ]
+        unacked_key = prefix + channel.unacked_key
+    client = redis.Redis.from_url(
+        settings.CELERY_BROKER_URL,
+        socket_timeout=BROKER_READ_TIMEOUT_S,
+        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
+    )
+    try:
+        pipe = client.pipeline(transaction=False)
+        for key in lists:
+            pipe.llen(key)
+        pipe.hlen(unacked_key)
+        held = sum(pipe.execute())
+        if held > BROKER_READ_MAX_MESSAGES:
+            raise BrokerBackedUp(
+                f"the broker holds {held} messages (more than {BROKER_READ_MAX_MESSAGES}); lost "
+                "calls are looked for once it drains"
+            )
+        pipe = client.pipeline(transaction=True)
+        for key in lists:
+            pipe.lrange(key, 0, -1)
+        pipe.hvals(unacked_key)
+        *queued, unacked = pipe.execute()
+    finally:
+        client.close()
     found = set()
     for raw in (message for messages in queued for message in messages):
         with contextlib.suppress(ValueError):
             found.add(_task_id_of(json.loads(raw)))
     for raw in unacked:  # kombu keeps [message, exchange, routing key]
-        with contextlib.suppress(ValueError, TypeError, IndexError):
+        with contextlib.suppress(ValueError, TypeError, IndexError, KeyError):
             found.add(_task_id_of(json.loads(raw)[0]))
     found.discard(None)
     return found  # type: ignore[return-value]
@@ -243,8 +276,13 @@ def redispatch_lost(
             return done
         time.sleep(confirm_s)  # a message a live worker is taking shows up unacknowledged
         present = tasks_in_broker()
+    except BrokerBackedUp as exc:
+        logger.warning("lost hand-offs not looked for: %s", exc)
+        for call in candidates:
+            done.errors[call.run.id] = str(exc)
+        return done
     except (redis.RedisError, OSError, kombu.exceptions.OperationalError) as exc:
-        logger.warning("lost hand-offs not checked: the broker could not be read: %s", exc)
+        logger.warning("lost hand-offs not looked for: the broker could not be read: %s", exc)
         for call in candidates:
             done.errors[call.run.id] = f"the broker could not be read: {type(exc).__name__}: {exc}"
         return done
@@ -271,7 +309,13 @@ def redispatch_lost(
                         "tool call %s of run %s had lost its message: sent again", call.seq, run.id
                     )
                 done.dispatched.append((run.id, call.seq))
-        except (ApplicationError, DatabaseError, OSError, redis.RedisError) as exc:
+        except (
+            ApplicationError,
+            DatabaseError,
+            OSError,
+            redis.RedisError,
+            kombu.exceptions.OperationalError,
+        ) as exc:
             logger.warning("run %s: lost hand-offs not sent: %s", run.id, exc)
             done.errors[run.id] = f"{type(exc).__name__}: {exc}"
     return done

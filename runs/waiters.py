@@ -115,8 +115,8 @@ hub = Hub()
 
 @functools.cache
 def redis_client(url: str) -> redis.Redis:
-    """This process's client for one-shot commands of the queue (outcome notifications,
-    dispatch marks), bounded by REDIS_SOCKET_TIMEOUT_S."""
+    """This process's client for one-shot commands of the queue (outcome notifications),
+    bounded by REDIS_SOCKET_TIMEOUT_S."""
     return redis.Redis.from_url(
         url,
         socket_timeout=settings.REDIS_SOCKET_TIMEOUT_S,

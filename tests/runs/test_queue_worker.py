@@ -412,7 +412,7 @@ def test_calls_whose_messages_redis_lost_are_sent_again_and_each_runs_once(stack
         _kill(proc)
     run = stack.run()
     seqs = [stack.call(run, "test.count", {}) for _ in range(3)]
-    redis.Redis.from_url(BROKER_URL).flushdb()  # the queue, the marks, the leases: all gone
+    redis.Redis.from_url(BROKER_URL).flushdb()  # the queue, the unacked set, the leases: all gone
     stack.start_worker(f"after-flush-{stack.pool}")
     assert sorted(_redispatch(stack, "--min-age", "0")) == [(run, seq) for seq in seqs]
     for seq in seqs:
@@ -444,7 +444,7 @@ def test_a_call_a_dying_worker_took_off_the_queue_is_sent_again_and_runs_once(st
     seq = stack.call(run, "test.count", {})
     broker = redis.Redis.from_url(BROKER_URL)
     taken = broker.brpop(["celery"], timeout=5)  # the dying worker's BRPOP
-    assert taken is not None and json.loads(taken[1])["headers"]["id"].endswith(f"-{seq}")
+    assert taken is not None and json.loads(taken[1])["headers"]["id"] == f"toolcall-{run}-{seq}"
     assert _redispatch(stack, "--min-age", "0", "--dry-run") == [(run, seq)]
     assert broker.llen("celery") == 0  # a dry run sends nothing
     assert _redispatch(stack, "--min-age", "0") == [(run, seq)]
@@ -468,12 +468,45 @@ def test_a_call_a_live_worker_holds_unacknowledged_is_not_sent_again(stack):
         queue = app.amqp.queues["celery"]
         with conn.Consumer([queue], accept=["json"], callbacks=[lambda _b, m: received.append(m)]):
             conn.drain_events(timeout=5)  # taken and recorded unacknowledged, as a worker does
-        assert len(received) == 1 and received[0].headers["id"].endswith(f"-{seq}")
+        assert len(received) == 1 and received[0].headers["id"] == f"toolcall-{run}-{seq}"
         assert redis.Redis.from_url(BROKER_URL).hlen("unacked") == 1
         assert _redispatch(stack, "--min-age", "0") == []
     # Closing the connection without an ack gives the message back to the queue, as a worker's
     # visibility timeout would: it runs once.
     stack.start_worker(f"after-hold-{stack.pool}")
+    call = stack.wait_for(run, seq, {"succeeded"})
+    assert call["attempts"] == 1 and call["result"] == {"executions": 1}
+    assert _executions(stack, run, seq) == 1
+
+
+def test_a_message_a_live_worker_is_taking_is_not_sent_again(stack):
+    """Between kombu's BRPOP and its unacked entry a message is in neither place, for a moment:
+    the first reading misses the call's task, the second (2 s later) finds it unacknowledged,
+    and the call is not sent twice."""
+    for proc in stack.workers:
+        _kill(proc)
+    run = stack.run()
+    seq = stack.call(run, "test.count", {})
+    broker = redis.Redis.from_url(BROKER_URL)
+    _, raw = broker.brpop(["celery"], timeout=5)  # a worker takes it...
+    message = json.loads(raw)
+    assert message["headers"]["id"] == f"toolcall-{run}-{seq}"
+    command = [PYTHON, str(ROOT / "manage.py"), "redispatch_calls", "--json", "--min-age", "0"]
+    with redis.Redis.from_url(BROKER_URL).monitor() as monitor:
+        redispatch = subprocess.Popen(
+            command, env=stack.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for seen in monitor.listen():  # the redispatcher's first reading of the broker
+            if seen["command"].startswith("HVALS"):
+                break
+    tag = message["properties"]["delivery_tag"]  # ...and records it unacknowledged, late
+    broker.hset("unacked", tag, json.dumps([message, "celery", "celery"]))
+    broker.zadd("unacked_index", {tag: time.time()})
+    out, err = redispatch.communicate(timeout=120)
+    assert redispatch.returncode == 0, err
+    assert json.loads(out.decode().strip().splitlines()[-1])["calls"] == []
+    # The worker that "took" it is gone: after the visibility timeout the next worker runs it.
+    stack.start_worker(f"after-taking-{stack.pool}")
     call = stack.wait_for(run, seq, {"succeeded"})
     assert call["attempts"] == 1 and call["result"] == {"executions": 1}
     assert _executions(stack, run, seq) == 1

@@ -83,8 +83,9 @@ class Command(BaseCommand):
             for run, seq in done.dispatched:
                 self.stdout.write(f"{verb} {run} {seq}")
         if done.errors:
+            reasons = sorted(set(done.errors.values()))
             raise CommandError(
-                f"{len(done.errors)} run(s) could not be read ({', '.join(done.errors)}): see "
-                "the log; `dbcheck` tells damaged or missing databases. They are retried on the "
-                "next run."
+                f"{len(done.errors)} run(s) were not checked ({', '.join(done.errors)}): "
+                f"{'; '.join(reasons[:3])}. `dbcheck` tells damaged or missing databases; they "
+                "are checked again on the next run."
             )

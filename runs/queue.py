@@ -17,6 +17,7 @@ import collections
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import random
@@ -158,14 +159,20 @@ def _task_id_of(payload: Any) -> str | None:
     return task if isinstance(task, str) else None
 
 
-def tasks_in_broker() -> set[str]:
-    """The ids of every task waiting in one of the app's queues or held unacknowledged by a
-    worker, read in one MULTI: one instant of the broker, so a message moving from its queue to
-    a worker's unacknowledged set is seen in one of the two. Raises `BrokerBackedUp` past
-    BROKER_READ_MAX_MESSAGES."""
+@dataclass(frozen=True)
+class _BrokerLayout:
+    client: redis.Redis
+    lists: list[str]  # every priority list of every queue of the app
+    unacked: str
+
+
+@functools.cache
+def _broker_layout() -> _BrokerLayout:
+    """Where kombu keeps the app's messages (its Redis layout; fixed for a process's life) and
+    a client to read them with, bounded by BROKER_READ_TIMEOUT_S."""
     from project.celery import app
 
-    with app.connection_for_read() as conn:  # kombu names the keys (its Redis layout)
+    with app.connection_for_read() as conn:
         channel = conn.default_channel
         prefix = channel.global_keyprefix or ""
         lists = [
@@ -173,30 +180,36 @@ def tasks_in_broker() -> set[str]:
             for queue in list(app.amqp.queues)
             for priority in channel.priority_steps
         ]
-        unacked_key = prefix + channel.unacked_key
+        unacked = prefix + channel.unacked_key
     client = redis.Redis.from_url(
         settings.CELERY_BROKER_URL,
         socket_timeout=BROKER_READ_TIMEOUT_S,
         socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT_S,
     )
-    try:
-        pipe = client.pipeline(transaction=False)
-        for key in lists:
-            pipe.llen(key)
-        pipe.hlen(unacked_key)
-        held = sum(pipe.execute())
-        if held > BROKER_READ_MAX_MESSAGES:
-            raise BrokerBackedUp(
-                f"the broker holds {held} messages (more than {BROKER_READ_MAX_MESSAGES}); lost "
-                "calls are looked for once it drains"
-            )
-        pipe = client.pipeline(transaction=True)
-        for key in lists:
-            pipe.lrange(key, 0, -1)
-        pipe.hvals(unacked_key)
-        *queued, unacked = pipe.execute()
-    finally:
-        client.close()
+    return _BrokerLayout(client, lists, unacked)
+
+
+def tasks_in_broker() -> set[str]:
+    """The ids of every task waiting in one of the app's queues or held unacknowledged by a
+    worker, read in one MULTI: one instant of the broker, so a message moving from its queue to
+    a worker's unacknowledged set is seen in one of the two. Raises `BrokerBackedUp` past
+    BROKER_READ_MAX_MESSAGES."""
+    broker = _broker_layout()
+    pipe = broker.client.pipeline(transaction=False)
+    for key in broker.lists:
+        pipe.llen(key)
+    pipe.hlen(broker.unacked)
+    held = sum(pipe.execute())
+    if held > BROKER_READ_MAX_MESSAGES:
+        raise BrokerBackedUp(
+            f"the broker holds {held} messages (more than {BROKER_READ_MAX_MESSAGES}); lost "
+            "calls are looked for once it drains"
+        )
+    pipe = broker.client.pipeline(transaction=True)
+    for key in broker.lists:
+        pipe.lrange(key, 0, -1)
+    pipe.hvals(broker.unacked)
+    *queued, unacked = pipe.execute()
     found = set()
     for raw in (message for messages in queued for message in messages):
         with contextlib.suppress(ValueError):

@@ -89,6 +89,11 @@ class Stack:
             if not final:
                 time.sleep(0.02)  # polling interval for a non-final status
 
+    def stop_workers(self) -> None:
+        """kill -9 every worker: messages then wait in the queue (or in a dead one's unacked)."""
+        for proc in self.workers:
+            _kill(proc)
+
     def worker_logs(self, tail: int = 4000) -> str:
         """The end of every worker's log, for a failure's message."""
         return "\n".join(
@@ -335,8 +340,7 @@ def test_a_worker_killed_mid_batch_loses_no_call_and_records_none_twice(stack):
     writer's transactions); kill -9 while some are running: every call is recorded once."""
     if stack.pool != "threads":
         pytest.skip("batches of one run need a worker running several calls at once")
-    for proc in stack.workers:
-        _kill(proc)
+    stack.stop_workers()
     run = stack.run()
     seqs = [stack.call(run, "test.count", {"seconds": 1.0}) for _ in range(40)]
     stack.start_worker("batch", concurrency=8)
@@ -384,6 +388,13 @@ def _redispatch(stack: Stack, *args: str) -> list[tuple[str, int]]:
     return [(call["run"], call["seq"]) for call in done["calls"]]
 
 
+def _ran_once(stack: Stack, run: str, seq: int) -> None:
+    """The call succeeds, at its first attempt, and its tool ran exactly once."""
+    call = stack.wait_for(run, seq, {"succeeded"})
+    assert call["attempts"] == 1 and call["result"] == {"executions": 1}, call
+    assert _executions(stack, run, seq) == 1
+
+
 def _executions(stack: Stack, run: str, seq: int) -> int:
     response = stack.get(f"/api/v1/memory/runs/{run}/{seq}")
     return response.json()["version"] if response.status_code == 200 else 0
@@ -399,47 +410,39 @@ def test_a_call_committed_but_never_published_is_sent_again_and_runs_once(stack)
     assert stack.get(f"/api/v1/runs/{run}/tool-calls/{seq}").json()["status"] == "queued"
     assert _redispatch(stack, "--min-age", "0", "--dry-run") == [(run, seq)]
     assert _redispatch(stack, "--min-age", "0") == [(run, seq)]
-    call = stack.wait_for(run, seq, {"succeeded"})
-    assert call["attempts"] == 1 and call["result"] == {"executions": 1}
+    _ran_once(stack, run, seq)
     assert _redispatch(stack, "--min-age", "0") == []  # finished: nothing more to send
-    assert _executions(stack, run, seq) == 1
 
 
 def test_calls_whose_messages_redis_lost_are_sent_again_and_each_runs_once(stack):
     """Redis restarted empty (it keeps nothing on disk) while calls waited for a worker: every
     call answered 202 still runs, once."""
-    for proc in stack.workers:
-        _kill(proc)
+    stack.stop_workers()
     run = stack.run()
     seqs = [stack.call(run, "test.count", {}) for _ in range(3)]
     redis.Redis.from_url(BROKER_URL).flushdb()  # the queue, the unacked set, the leases: all gone
     stack.start_worker(f"after-flush-{stack.pool}")
     assert sorted(_redispatch(stack, "--min-age", "0")) == [(run, seq) for seq in seqs]
     for seq in seqs:
-        call = stack.wait_for(run, seq, {"succeeded"})
-        assert call["attempts"] == 1 and call["result"] == {"executions": 1}, call
+        _ran_once(stack, run, seq)
     assert _redispatch(stack, "--min-age", "0") == []
 
 
 def test_a_call_whose_message_waits_in_the_queue_is_not_sent_twice(stack):
-    for proc in stack.workers:
-        _kill(proc)
+    stack.stop_workers()
     run = stack.run()
     seq = stack.call(run, "test.count", {})
     assert _redispatch(stack, "--min-age", "0") == []  # its message is in the queue
     assert redis.Redis.from_url(BROKER_URL).llen("celery") == 1
     stack.start_worker(f"after-wait-{stack.pool}")
-    call = stack.wait_for(run, seq, {"succeeded"})
-    assert call["attempts"] == 1 and call["result"] == {"executions": 1}
-    assert _executions(stack, run, seq) == 1
+    _ran_once(stack, run, seq)
 
 
 def test_a_call_a_dying_worker_took_off_the_queue_is_sent_again_and_runs_once(stack):
     """kombu's Redis transport takes a message off the queue (BRPOP) before it records it as
     unacknowledged: a worker killed in between leaves the call queued with its message nowhere.
     The redispatcher sees it in neither place, twice, and sends it again."""
-    for proc in stack.workers:
-        _kill(proc)
+    stack.stop_workers()
     run = stack.run()
     seq = stack.call(run, "test.count", {})
     broker = redis.Redis.from_url(BROKER_URL)
@@ -449,17 +452,14 @@ def test_a_call_a_dying_worker_took_off_the_queue_is_sent_again_and_runs_once(st
     assert broker.llen("celery") == 0  # a dry run sends nothing
     assert _redispatch(stack, "--min-age", "0") == [(run, seq)]
     stack.start_worker(f"after-take-{stack.pool}")
-    call = stack.wait_for(run, seq, {"succeeded"})
-    assert call["attempts"] == 1 and call["result"] == {"executions": 1}
+    _ran_once(stack, run, seq)
     assert _redispatch(stack, "--min-age", "0") == []
-    assert _executions(stack, run, seq) == 1
 
 
 def test_a_call_a_live_worker_holds_unacknowledged_is_not_sent_again(stack):
     """A worker that took the message and recorded it unacknowledged (prefetched, or waiting for
     a retry's countdown) still has it: the call is queued but not lost."""
-    for proc in stack.workers:
-        _kill(proc)
+    stack.stop_workers()
     run = stack.run()
     seq = stack.call(run, "test.count", {})
     app = Celery(broker=BROKER_URL)
@@ -474,17 +474,14 @@ def test_a_call_a_live_worker_holds_unacknowledged_is_not_sent_again(stack):
     # Closing the connection without an ack gives the message back to the queue, as a worker's
     # visibility timeout would: it runs once.
     stack.start_worker(f"after-hold-{stack.pool}")
-    call = stack.wait_for(run, seq, {"succeeded"})
-    assert call["attempts"] == 1 and call["result"] == {"executions": 1}
-    assert _executions(stack, run, seq) == 1
+    _ran_once(stack, run, seq)
 
 
 def test_a_message_a_live_worker_is_taking_is_not_sent_again(stack):
     """Between kombu's BRPOP and its unacked entry a message is in neither place, for a moment:
     the first reading misses the call's task, the second (2 s later) finds it unacknowledged,
     and the call is not sent twice."""
-    for proc in stack.workers:
-        _kill(proc)
+    stack.stop_workers()
     run = stack.run()
     seq = stack.call(run, "test.count", {})
     broker = redis.Redis.from_url(BROKER_URL)
@@ -507,6 +504,4 @@ def test_a_message_a_live_worker_is_taking_is_not_sent_again(stack):
     assert json.loads(out.decode().strip().splitlines()[-1])["calls"] == []
     # The worker that "took" it is gone: after the visibility timeout the next worker runs it.
     stack.start_worker(f"after-taking-{stack.pool}")
-    call = stack.wait_for(run, seq, {"succeeded"})
-    assert call["attempts"] == 1 and call["result"] == {"executions": 1}
-    assert _executions(stack, run, seq) == 1
+    _ran_once(stack, run, seq)

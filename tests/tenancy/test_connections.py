@@ -7,7 +7,7 @@ from django.db import connections
 from memory.models import MemoryEntry
 from tenancy import connections as tenant_connections
 from tenancy.context import tenant_context
-from tenancy.paths import absolute
+from tenancy.paths import absolute, tenant_alias
 from tenants.services import tenant_create
 from tests.runs.test_faults_http import replace
 from tests.tenancy.threads import in_another_thread
@@ -31,6 +31,16 @@ def touch_all(tenants) -> None:
     for tenant in tenants:
         with tenant_context(tenant):
             MemoryEntry.objects.count()
+
+
+def idle_in_the_pool(slug: str):
+    """A new tenant whose connection was used, then given back: it waits idle in the pool."""
+    tenant = tenant_create(slug=slug)
+    alias = tenant_alias(tenant.id)
+    touch_all([tenant])
+    tenant_connections.give_back()
+    assert tenant_connections.idle_aliases() == [alias]
+    return tenant, alias
 
 
 def test_a_thread_over_its_share_closes_its_oldest_and_the_pool_keeps_at_most_its_limit(
@@ -98,11 +108,7 @@ def test_the_end_of_a_request_gives_its_connections_back(client):
 def test_an_idle_connection_to_a_deleted_file_is_closed_not_handed_out():
     from tenancy.exceptions import DatabaseUnavailable
 
-    tenant = tenant_create(slug="deleted")
-    alias = f"tenant__{tenant.id}"
-    touch_all([tenant])
-    tenant_connections.give_back()
-    assert tenant_connections.idle_aliases() == [alias]
+    tenant, _ = idle_in_the_pool("deleted")
     absolute(tenant.database.path).unlink()
     with tenant_context(tenant), pytest.raises(DatabaseUnavailable, match="deleted"):
         MemoryEntry.objects.count()
@@ -166,11 +172,7 @@ def test_connection_pragmas():
 
 
 def test_a_forked_child_starts_with_none_of_the_parents_connections():
-    tenant = tenant_create(slug="forked")
-    alias = f"tenant__{tenant.id}"
-    touch_all([tenant])
-    tenant_connections.give_back()
-    assert tenant_connections.idle_aliases() == [alias]
+    tenant, alias = idle_in_the_pool("forked")
     touch_all([tenant])  # and one borrowed by the forking thread
     read, write = os.pipe()
     pid = os.fork()

@@ -299,15 +299,22 @@ def test_process_budget_evicts_the_threads_own_idle_connections(settings):
     assert tenant_connections.open_aliases() == [tenant_alias(t.id) for t in tenants[-3:]]
 
 
+def budget_of_two_taken(settings) -> list:
+    """Three tenants, a process budget of two more connections, both taken by this thread
+    through the first two tenants."""
+    settings.TENANCY_MAX_OPEN_DATABASES = tenant_connections.open_count() + 2
+    settings.WEB_THREADS = 1
+    tenants = [tenant_create(slug=f"b{i}") for i in range(3)]
+    keys(tenants[0])
+    keys(tenants[1])
+    return tenants
+
+
 # Another thread reads the registry when it opens a database (tenancy.gate): committed rows, so
 # no test transaction may hold the control plane's tables (SQLite's shared in-memory test db).
 @pytest.mark.django_db(transaction=True)
 def test_process_budget_is_shared_across_threads_and_answers_503_at_the_limit(settings):
-    settings.TENANCY_MAX_OPEN_DATABASES = tenant_connections.open_count() + 2
-    settings.WEB_THREADS = 1
-    tenants = [tenant_create(slug=f"s{i}") for i in range(3)]
-    keys(tenants[0])
-    keys(tenants[1])  # this thread holds the whole budget
+    tenants = budget_of_two_taken(settings)  # this thread holds the whole budget
     outcome = [in_another_thread(lambda: keys(tenants[2]))]
     assert isinstance(outcome[0], ConnectionsExhausted)
     assert outcome[0].status == 503
@@ -321,11 +328,7 @@ def test_process_budget_is_shared_across_threads_and_answers_503_at_the_limit(se
 # As above: another thread opens a database, so the registry's rows must be committed.
 @pytest.mark.django_db(transaction=True)
 def test_at_the_budget_idle_pooled_connections_are_closed_for_another_thread(settings):
-    settings.TENANCY_MAX_OPEN_DATABASES = tenant_connections.open_count() + 2
-    settings.WEB_THREADS = 1
-    tenants = [tenant_create(slug=f"i{i}") for i in range(3)]
-    keys(tenants[0])
-    keys(tenants[1])  # the whole budget, then given back: idle in the pool
+    tenants = budget_of_two_taken(settings)  # the whole budget, then given back: idle
     tenant_connections.give_back()
     assert tenant_connections.idle_aliases() == [tenant_alias(t.id) for t in tenants[:2]]
     outcome = [in_another_thread(lambda: keys(tenants[2]))]

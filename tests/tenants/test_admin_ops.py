@@ -2,7 +2,9 @@
 registry row, suspension and limits take effect at once."""
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission, User
+from django.urls import reverse
 
 from memory.services import memory_put
 from runs.models import Run
@@ -54,6 +56,11 @@ def test_staff_without_view_permissions_gets_403_from_both_browsers(client, staf
     assert b"secret_tool" in client.get(browse_url).content
 
 
+def admin_url(tenant: Tenant, view: str) -> str:
+    # The admin unquotes object ids ("_23" is "#"): a raw "ten_23..." id names another tenant.
+    return reverse(f"admin:tenants_tenant_{view}", args=[quote(tenant.pk)])
+
+
 def tenant_files(tenant: Tenant):
     return absolute(tenant.database.path).parent
 
@@ -71,9 +78,9 @@ def test_admin_delete_leaves_no_file_and_no_registry_row(admin_client, tenant, o
     kept = run_create(tenant=other_tenant)
 
     if how == "delete_view":
-        page = admin_client.get(f"/admin/tenants/tenant/{tenant.pk}/delete/")
+        page = admin_client.get(admin_url(tenant, "delete"))
         assert page.status_code == 200 and b"Are you sure" in page.content
-        done = admin_client.post(f"/admin/tenants/tenant/{tenant.pk}/delete/", {"post": "yes"})
+        done = admin_client.post(admin_url(tenant, "delete"), {"post": "yes"})
     else:
         done = admin_client.post(
             "/admin/tenants/tenant/",
@@ -96,13 +103,13 @@ def test_suspending_in_admin_refuses_the_key_at_once(admin_client, tenant, setti
     _, raw = api_key_create(tenant=tenant)
     assert tenant_for_api_key(raw) == tenant
     form = {"name": tenant.name, "status": "suspended"}
-    response = admin_client.post(f"/admin/tenants/tenant/{tenant.pk}/change/", form)
+    response = admin_client.post(admin_url(tenant, "change"), form)
     assert response.status_code == 302, response.content
     assert tenant_for_api_key(raw) is None
 
 
 def test_limit_overrides_are_editable_in_admin(admin_client, tenant):
-    page = admin_client.get(f"/admin/tenants/tenant/{tenant.pk}/change/")
+    page = admin_client.get(admin_url(tenant, "change"))
     for field in (b"max_active_runs", b"max_run_db_bytes", b"run_idle_timeout_s"):
         assert b'name="' + field + b'"' in page.content
     form = {
@@ -112,7 +119,7 @@ def test_limit_overrides_are_editable_in_admin(admin_client, tenant):
         "max_run_db_bytes": str(10 * 1024 * 1024),
         "run_idle_timeout_s": "3600",
     }
-    assert admin_client.post(f"/admin/tenants/tenant/{tenant.pk}/change/", form).status_code == 302
+    assert admin_client.post(admin_url(tenant, "change"), form).status_code == 302
     tenant.refresh_from_db()
     assert (tenant.max_active_runs, tenant.max_run_db_bytes) == (3, 10 * 1024 * 1024)
     assert tenant.idle_timeout_s == 3600
@@ -127,9 +134,7 @@ def test_limit_overrides_are_editable_in_admin(admin_client, tenant):
 
 def test_admin_and_cli_share_the_name_rule(admin_client, tenant):
     too_long = "n" * 201
-    page = admin_client.post(
-        f"/admin/tenants/tenant/{tenant.pk}/change/", {"name": too_long, "status": "active"}
-    )
+    page = admin_client.post(admin_url(tenant, "change"), {"name": too_long, "status": "active"})
     assert page.status_code == 200 and b"at most 200 characters" in page.content
 
 

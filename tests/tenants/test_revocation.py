@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from django.contrib.admin.utils import quote
 
 from tests.conftest import TEST_REDIS_URL
 from tests.processes import free_port, manage, project_env, start_gunicorn, stop_gunicorn, wait_http
@@ -124,17 +125,16 @@ def call(served: Served, slug: str, tag: str, i: int) -> tuple[float, int]:
 def revoke(served: Served, session: requests.Session, slug: str) -> None:
     (tenant_id,) = control_row(served, "SELECT id FROM tenants_tenant WHERE slug = ?", slug)
     admin = f"{served.base}/admin/tenants"
+    quoted = quote(tenant_id)  # the admin unquotes ids: a raw "ten_23..." would be "ten#..."
     if slug == "revoke":
         (key_id,) = control_row(
             served, "SELECT k.id FROM tenants_apikey k WHERE k.tenant_id = ?", tenant_id
         )
         admin_post(session, f"{admin}/apikey/", {"action": "revoke", "_selected_action": key_id})
     elif slug == "suspend":
-        admin_post(
-            session, f"{admin}/tenant/{tenant_id}/change/", {"name": "", "status": "suspended"}
-        )
+        admin_post(session, f"{admin}/tenant/{quoted}/change/", {"name": "", "status": "suspended"})
     else:
-        admin_post(session, f"{admin}/tenant/{tenant_id}/delete/", {"post": "yes"})
+        admin_post(session, f"{admin}/tenant/{quoted}/delete/", {"post": "yes"})
 
 
 def pids(served: Served, tag: str, status: int) -> set[str]:

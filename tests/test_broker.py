@@ -61,3 +61,18 @@ def test_celery_uses_it_with_redis(redis_url: str) -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "project.broker"
+
+
+def test_replies_are_parsed_by_hiredis(channel, redis_url: str) -> None:
+    # Decision 0054: the consumer thread is starved of the GIL; parsing in C spends less of it.
+    from redis._parsers import _HiredisParser
+
+    from runs.leases import RedisLeases
+
+    clients = {"broker": channel.client, "leases": RedisLeases(redis_url)._client}
+    for name, client in clients.items():
+        connection = client.connection_pool.get_connection()
+        try:
+            assert isinstance(connection._parser, _HiredisParser), name
+        finally:
+            client.connection_pool.release(connection)

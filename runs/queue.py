@@ -88,8 +88,13 @@ def dispatch(*, run: Run, seq: int, tool: Tool | None) -> None:
         from runs.tasks import tool_call_execute
 
         # The task's own apply_async: what `signature(...).apply_async()` ends in, without
-        # building and copying a Signature per call.
-        tool_call_execute.apply_async((run.tenant_id, run.id, seq), **_options(run, seq, tool))
+        # building and copying a Signature per call. The arguments' repr (shown in the
+        # worker's log and in task events) is given: Celery's saferepr of three scalars cost
+        # ~35 us of a ~250 us publish.
+        args = (run.tenant_id, run.id, seq)
+        tool_call_execute.apply_async(
+            args, argsrepr=repr(args), kwargsrepr="{}", **_options(run, seq, tool)
+        )
     else:
         _pool().submit(_run_embedded, run.tenant_id, run.id, seq)
 

@@ -73,6 +73,11 @@ def wrk(
         raise SystemExit(
             f"{base} ({mode}, c={connections}): {raw['non_2xx']} non-2xx answers, "
             f"{raw['socket_errors']} socket errors of {raw['requests']} requests"
+            + (
+                "; the first of them:\n" + "\n".join(out.stderr.splitlines()[:5])
+                if out.stderr.strip()
+                else " (BENCH_SHOW_ERRORS=1 shows them)"
+            )
         )
     return {
         "requests": raw["requests"],

@@ -9,6 +9,8 @@
 --   BENCH_PREFIX   path prefix, e.g. "/api/v1" ("" for the peers)
 --   BENCH_SEQS     GET: seq drawn uniformly from 1..BENCH_SEQS (every run holds that many calls)
 --   BENCH_BODY     POST: the JSON body (default: a synchronous "search" call)
+--   BENCH_SHOW_ERRORS  if set, every answer of status 400 or more is written to stderr (status,
+--                  body); off by default, as wrk parses every response once a script reads them
 -- done() prints one JSON line: requests, duration, errors, p50 and p99 in microseconds.
 
 local mode = os.getenv("BENCH_MODE") or "post"
@@ -61,7 +63,13 @@ function request()
   return wrk.format("GET", t.path .. "/" .. math.random(seqs), t.headers)
 end
 
-if mode == "sync" then
+if os.getenv("BENCH_SHOW_ERRORS") then
+  function response(status, headers, response_body)
+    if status >= 400 then
+      io.stderr:write(string.format("non-2xx %d %s\n", status, response_body))
+    end
+  end
+elseif mode == "sync" then
   -- Defined only here: wrk parses every response for a script that has response().
   function response(status, headers, response_body)
     if status == 201 then

@@ -53,8 +53,13 @@ class Memo(Generic[V]):
         """
         with self._lock:
             store = self._store()
-            if store is not None and key in store:
-                return store[key]
+            if store is not None:
+                # One read: `key in store` then `store[key]` raised KeyError (a 500) when the
+                # entry expired between the two, about once a TTL under load.
+                try:
+                    return store[key]
+                except KeyError:
+                    pass
             epoch = self._epoch
         value = load()
         if value is not None:

@@ -74,9 +74,11 @@ def wrk(
             f"{base} ({mode}, c={connections}): {raw['non_2xx']} non-2xx answers, "
             f"{raw['socket_errors']} socket errors of {raw['requests']} requests"
             + (
-                "; the first of them:\n" + "\n".join(out.stderr.splitlines()[:5])
+                "; wrk's stderr:\n" + "\n".join(out.stderr.splitlines()[:5])
                 if out.stderr.strip()
-                else " (BENCH_SHOW_ERRORS=1 shows them)"
+                else " (BENCH_SHOW_ERRORS=1 shows the non-2xx answers)"
+                if raw["non_2xx"]
+                else ""
             )
         )
     return {

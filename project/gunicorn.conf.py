@@ -42,24 +42,29 @@ worker_connections = max(threads * 2, min(1000, _soft // 4))
 
 # Garbage collection in a worker (decision 0055): what the worker imported and built at start-up
 # is frozen out of every later collection, and young objects are collected less often. A full
-# collection scanned the whole Django heap (~100 ms, every process's threads stopped) a few
+# collection scanned the whole Django heap (~100 ms, all of the worker's threads stopped) a few
 # times a minute under load; p99 at c=16 fell by about a fifth and the worst request by a half.
 # `WEB_GC_THRESHOLD=""` keeps Python's defaults (and skips the freeze).
 _gc_raw = os.environ.get("WEB_GC_THRESHOLD", "50000,20,100")
 try:
-    _gc_threshold = tuple(int(n) for n in _gc_raw.split(",") if n.strip())
-    if len(_gc_threshold) > 3 or any(n < 0 for n in _gc_threshold):
+    _gc_threshold = tuple(int(n) for n in _gc_raw.split(",")) if _gc_raw.strip() else ()
+    if len(_gc_threshold) > 3 or not all(0 < n < 2**31 for n in _gc_threshold):
         raise ValueError
 except ValueError:
     raise SystemExit(
-        f"WEB_GC_THRESHOLD must be one to three non-negative integers such as 50000,20,100 "
-        f"(or empty for Python's defaults), not {_gc_raw!r}"
+        "WEB_GC_THRESHOLD must be one to three positive integers such as 50000,20,100 (or empty "
+        f"for Python's defaults), not {_gc_raw!r}"
     ) from None
 
 
 def post_worker_init(worker: object) -> None:
     import gc
 
+    from django.urls import get_resolver
+
     if _gc_threshold:
+        # The URLconf (the API, its schemas, the services behind them) loads on the first
+        # request otherwise: load it now, so that it is frozen with the rest.
+        get_resolver().url_patterns  # noqa: B018
         gc.freeze()  # start-up objects live as long as the worker: never scan them again
         gc.set_threshold(*_gc_threshold)

@@ -9,8 +9,8 @@
 --   BENCH_PREFIX   path prefix, e.g. "/api/v1" ("" for the peers)
 --   BENCH_SEQS     GET: seq drawn uniformly from 1..BENCH_SEQS (every run holds that many calls)
 --   BENCH_BODY     POST: the JSON body (default: a synchronous "search" call)
---   BENCH_SHOW_ERRORS  if set, every answer of status 400 or more is written to stderr (status,
---                  body); off by default, as wrk parses every response once a script reads them
+--   BENCH_SHOW_ERRORS  if set (not "" or "0"), every answer of status 400 or more is written
+--                  to stderr (status, body); off by default: wrk then parses every response
 -- done() prints one JSON line: requests, duration, errors, p50 and p99 in microseconds.
 
 local mode = os.getenv("BENCH_MODE") or "post"
@@ -63,17 +63,17 @@ function request()
   return wrk.format("GET", t.path .. "/" .. math.random(seqs), t.headers)
 end
 
-if os.getenv("BENCH_SHOW_ERRORS") then
+local show = os.getenv("BENCH_SHOW_ERRORS")
+local show_errors = show ~= nil and show ~= "" and show ~= "0"
+
+if mode == "sync" or show_errors then
+  -- Defined only then: wrk parses every response for a script that has response().
   function response(status, headers, response_body)
-    if status >= 400 then
-      io.stderr:write(string.format("non-2xx %d %s\n", status, response_body))
-    end
-  end
-elseif mode == "sync" then
-  -- Defined only here: wrk parses every response for a script that has response().
-  function response(status, headers, response_body)
-    if status == 201 then
+    if mode == "sync" and status == 201 then
       unpatched[#unpatched + 1] = response_body:match('"seq":%s*(%d+)')
+    end
+    if show_errors and status >= 400 then
+      io.stderr:write(string.format("non-2xx %d %s\n", status, response_body))
     end
   end
 end

@@ -447,7 +447,8 @@ def test_a_call_a_dying_worker_took_off_the_queue_is_sent_again_and_runs_once(st
     seq = stack.call(run, "test.count", {})
     broker = redis.Redis.from_url(BROKER_URL)
     taken = broker.brpop(["celery"], timeout=5)  # the dying worker's BRPOP
-    headers = json.loads(taken[1])["headers"] if taken else {}
+    assert taken is not None, "the call's message never reached the queue"
+    headers = json.loads(taken[1])["headers"]
     assert headers["id"] == f"toolcall-{run}-{seq}"
     assert headers["argsrepr"] == repr((stack.tenant_id(run), run, seq))  # for logs and events
     assert _redispatch(stack, "--min-age", "0", "--dry-run") == [(run, seq)]

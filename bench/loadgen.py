@@ -70,17 +70,15 @@ def wrk(
     raw = json.loads(out.stdout.strip().splitlines()[-1])
     if (raw["non_2xx"] or raw["socket_errors"]) and not allow_errors:
         # Errors are fast answers that would inflate the figure: refuse to report it.
-        raise SystemExit(
+        message = (
             f"{base} ({mode}, c={connections}): {raw['non_2xx']} non-2xx answers, "
             f"{raw['socket_errors']} socket errors of {raw['requests']} requests"
-            + (
-                "; wrk's stderr:\n" + "\n".join(out.stderr.splitlines()[:5])
-                if out.stderr.strip()
-                else " (BENCH_SHOW_ERRORS=1 shows the non-2xx answers)"
-                if raw["non_2xx"]
-                else ""
-            )
         )
+        if out.stderr.strip():
+            message += "; wrk's stderr:\n" + "\n".join(out.stderr.splitlines()[:5])
+        elif raw["non_2xx"]:
+            message += " (BENCH_SHOW_ERRORS=1 shows the non-2xx answers)"
+        raise SystemExit(message)
     return {
         "requests": raw["requests"],
         "seconds": raw["duration_us"] / 1e6,

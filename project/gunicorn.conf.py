@@ -58,11 +58,11 @@ except ValueError:
 
 
 def post_worker_init(worker: object) -> None:
-    import gc
-
-    from django.urls import get_resolver
-
     if _gc_threshold:
+        import gc
+
+        from django.urls import get_resolver
+
         # The URLconf (the API, its schemas, the services behind them) loads on the first
         # request otherwise: load it now, so that it is frozen with the rest.
         get_resolver().url_patterns  # noqa: B018

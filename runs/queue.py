@@ -149,6 +149,8 @@ REDISPATCH_CONFIRM_S = 2.0
 # reply of many megabytes.
 BROKER_READ_MAX_MESSAGES = 10_000
 BROKER_READ_TIMEOUT_S = 10.0
+# What reading or publishing to the broker raises when Redis is unreachable or refuses.
+_BROKER_ERRORS = (redis.RedisError, OSError, kombu.exceptions.OperationalError)
 
 
 class BrokerBackedUp(Exception):
@@ -299,7 +301,7 @@ def redispatch_lost(
         for call in candidates:
             done.errors[call.run.id] = str(exc)
         return done
-    except (redis.RedisError, OSError, kombu.exceptions.OperationalError) as exc:
+    except _BROKER_ERRORS as exc:
         logger.warning("lost hand-offs not looked for: the broker could not be read: %s", exc)
         for call in candidates:
             done.errors[call.run.id] = f"the broker could not be read: {type(exc).__name__}: {exc}"
@@ -308,35 +310,33 @@ def redispatch_lost(
     for call in suspects:
         by_run[call.run.id].append(call)
     for calls in by_run.values():
-        run, before = calls[0].run, {call.seq: call.attempts for call in calls}
         try:
-            # Still queued, not claimed meanwhile, and still nowhere in the broker: lost.
-            lost = [
-                call
-                for call in _queued_calls(run, cutoff, before)
-                if call.attempts == before[call.seq] and task_id(run.id, call.seq) not in present
-            ]
-            for call in lost:
-                if not dry_run:
-                    try:
-                        tool: Tool | None = registry.get(call.name)
-                    except UnknownTool:
-                        tool = None
-                    dispatch(run=run, seq=call.seq, tool=tool)
-                    logger.warning(
-                        "tool call %s of run %s had lost its message: sent again", call.seq, run.id
-                    )
-                done.dispatched.append((run.id, call.seq))
-        except (
-            ApplicationError,
-            DatabaseError,
-            OSError,
-            redis.RedisError,
-            kombu.exceptions.OperationalError,
-        ) as exc:
-            logger.warning("run %s: lost hand-offs not sent: %s", run.id, exc)
-            done.errors[run.id] = f"{type(exc).__name__}: {exc}"
+            _send_again(calls, cutoff, present, dry_run, done)
+        except (ApplicationError, DatabaseError, *_BROKER_ERRORS) as exc:
+            logger.warning("run %s: lost hand-offs not sent: %s", calls[0].run.id, exc)
+            done.errors[calls[0].run.id] = f"{type(exc).__name__}: {exc}"
     return done
+
+
+def _send_again(
+    suspects: list[_Queued], cutoff: Any, present: set[str], dry_run: bool, done: Redispatched
+) -> None:
+    """Send again the suspects of one run that are still queued, not claimed meanwhile (same
+    attempts) and still nowhere in the broker (`present`, its second reading): lost."""
+    run, before = suspects[0].run, {call.seq: call.attempts for call in suspects}
+    for call in _queued_calls(run, cutoff, before):
+        if call.attempts != before[call.seq] or task_id(run.id, call.seq) in present:
+            continue
+        if not dry_run:
+            try:
+                tool: Tool | None = registry.get(call.name)
+            except UnknownTool:
+                tool = None
+            dispatch(run=run, seq=call.seq, tool=tool)
+            logger.warning(
+                "tool call %s of run %s had lost its message: sent again", call.seq, run.id
+            )
+        done.dispatched.append((run.id, call.seq))
 
 
 def tool_call_wait(*, run: Run, seq: int, wait_s: float) -> ToolCall:

@@ -225,6 +225,11 @@ TOOL_MAX_TIMEOUT_S = float(os.environ.get("TOOL_MAX_TIMEOUT_S", "900"))
 # A worker stuck past its tool's timeout (a tool that ignores the soft limit) is killed this
 # much later.
 TOOL_KILL_GRACE_S = float(os.environ.get("TOOL_KILL_GRACE_S", "5"))
+# Async calls of one run committed in one batch travel to a worker in one message, up to this
+# many; the worker runs a message's calls at once (decision 0056). 1: a message per call.
+TOOL_CALLS_PER_MESSAGE = _env_int("TOOL_CALLS_PER_MESSAGE", 8)
+if TOOL_CALLS_PER_MESSAGE < 1:
+    raise ValueError(f"TOOL_CALLS_PER_MESSAGE={TOOL_CALLS_PER_MESSAGE}: use 1 or more.")
 # Retries of retryable failures wait TOOL_RETRY_BACKOFF_S x 2^(attempt-1), at most the maximum,
 # with jitter.
 TOOL_RETRY_BACKOFF_S = float(os.environ.get("TOOL_RETRY_BACKOFF_S", "1"))

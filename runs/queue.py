@@ -99,6 +99,66 @@ def dispatch(*, run: Run, seq: int, tool: Tool | None) -> None:
         _pool().submit(_run_embedded, run.tenant_id, run.id, seq)
 
 
+def dispatch_committed(run: Run, results: list[tuple[ToolCall, bool]]) -> None:
+    """The writer's after-commit hook of `services.tool_call_enqueue`: hand the calls one
+    batch created (`(call, created)` pairs) to the workers, TOOL_CALLS_PER_MESSAGE a message."""
+    calls = [call for call, created in results if created]
+    size = settings.TOOL_CALLS_PER_MESSAGE
+    for start in range(0, len(calls), size):
+        dispatch_many(run=run, calls=calls[start : start + size])
+
+
+def dispatch_many(*, run: Run, calls: list[ToolCall]) -> None:
+    """Hand committed `queued` calls of one run to a worker in one message (one call: the
+    single-call task). The message lists each call's own task id in its `tool_calls` header,
+    so the broker is read for lost hand-offs by call (`tasks_in_broker`)."""
+    if len(calls) == 1 or not settings.REDIS_URL:
+        for call in calls:
+            dispatch(run=run, seq=call.seq, tool=_registered(call.name))
+        return
+    from runs.tasks import tool_calls_execute
+
+    seqs = [call.seq for call in calls]
+    tools = [_registered(call.name) for call in calls]
+    # The calls run at once (`execute_many`), sequentially in a prefork child: the limits
+    # allow the sum of their timeouts.
+    soft = sum(tool.timeout_s for tool in tools if tool is not None) + settings.TOOL_KILL_GRACE_S
+    args = (run.tenant_id, run.id, seqs)
+    tool_calls_execute.apply_async(
+        args,
+        argsrepr=repr(args),
+        kwargsrepr="{}",
+        task_id=f"toolcalls-{run.id}-{seqs[0]}-{seqs[-1]}",
+        headers={"tool_calls": [task_id(run.id, seq) for seq in seqs]},
+        soft_time_limit=soft,
+        time_limit=soft * 2,
+    )
+
+
+def dispatch_later(*, tenant_id: str, run_id: str, seq: int, countdown: float) -> None:
+    """Hand call `seq` to a worker again in `countdown` seconds (a retry of a call that came in
+    a message of several)."""
+    from runs.tasks import tool_call_execute
+
+    run = load_run(tenant_id=tenant_id, run_id=run_id)
+    if run is None:
+        return
+    with run_context(run):
+        name = ToolCall.objects.filter(seq=seq).values_list("name", flat=True).first()
+    options = _options(run, seq, None if name is None else _registered(name))
+    try:
+        tool_call_execute.apply_async((tenant_id, run_id, seq), countdown=countdown, **options)
+    except _BROKER_ERRORS as exc:  # the call stays queued: `redispatch_lost` sends it again
+        logger.warning("tool call %s of run %s: retry not queued: %s", seq, run_id, exc)
+
+
+def _registered(name: str) -> Tool | None:
+    try:
+        return registry.get(name)
+    except UnknownTool:
+        return None
+
+
 def tool_calls_chord(
     *, run: Run, calls: list[tuple[str, Any]], kind: str = "tool_calls.gathered"
 ) -> list[ToolCall]:
@@ -157,13 +217,15 @@ class BrokerBackedUp(Exception):
     """The broker holds more messages than `tasks_in_broker` reads."""
 
 
-def _task_id_of(payload: Any) -> str | None:
-    """The Celery task id of a message as kombu stores it (protocol 2 keeps it in the headers)."""
+def _task_ids_of(payload: Any) -> list[str]:
+    """The Celery task id of a message as kombu stores it (protocol 2 keeps it in the headers),
+    and the task ids of the calls a message of several calls carries (`dispatch_many`)."""
     try:
-        task = payload["headers"]["id"]
-    except (KeyError, TypeError):
-        return None
-    return task if isinstance(task, str) else None
+        headers = payload["headers"]
+        ids = [headers["id"], *headers.get("tool_calls", ())]
+    except (KeyError, TypeError, AttributeError):
+        return []
+    return [task for task in ids if isinstance(task, str)]
 
 
 @dataclass(frozen=True)
@@ -198,9 +260,9 @@ def _broker_layout() -> _BrokerLayout:
 
 def tasks_in_broker() -> set[str]:
     """The ids of every task waiting in one of the app's queues or held unacknowledged by a
-    worker, read in one MULTI: one instant of the broker, so a message moving from its queue to
-    a worker's unacknowledged set is seen in one of the two. Raises `BrokerBackedUp` past
-    BROKER_READ_MAX_MESSAGES."""
+    worker (for a message of several calls, each call's own task id too), read in one MULTI:
+    one instant of the broker, so a message moving from its queue to a worker's unacknowledged
+    set is seen in one of the two. Raises `BrokerBackedUp` past BROKER_READ_MAX_MESSAGES."""
     broker = _broker_layout()
     pipe = broker.client.pipeline(transaction=False)
     for key in broker.lists:
@@ -217,15 +279,14 @@ def tasks_in_broker() -> set[str]:
         pipe.lrange(key, 0, -1)
     pipe.hvals(broker.unacked)
     *queued, unacked = pipe.execute()
-    found = set()
+    found: set[str] = set()
     for raw in (message for messages in queued for message in messages):
         with contextlib.suppress(ValueError):
-            found.add(_task_id_of(json.loads(raw)))
+            found.update(_task_ids_of(json.loads(raw)))
     for raw in unacked:  # kombu keeps [message, exchange, routing key]
         with contextlib.suppress(ValueError, TypeError, IndexError, KeyError):
-            found.add(_task_id_of(json.loads(raw)[0]))
-    found.discard(None)
-    return found  # type: ignore[return-value]
+            found.update(_task_ids_of(json.loads(raw)[0]))
+    return found
 
 
 @dataclass
@@ -328,11 +389,7 @@ def _send_again(
         if call.attempts != before[call.seq] or task_id(run.id, call.seq) in present:
             continue
         if not dry_run:
-            try:
-                tool: Tool | None = registry.get(call.name)
-            except UnknownTool:
-                tool = None
-            dispatch(run=run, seq=call.seq, tool=tool)
+            dispatch(run=run, seq=call.seq, tool=_registered(call.name))
             logger.warning(
                 "tool call %s of run %s had lost its message: sent again", call.seq, run.id
             )
@@ -398,63 +455,161 @@ def execute(*, tenant_id: str, run_id: str, seq: int) -> Execution:
     if run is None:
         logger.warning("tool call %s: no run %s of tenant %s; dropped", seq, run_id, tenant_id)
         return Execution(seq, "missing")
-    try:
-        claim = services.tool_call_claim(run=run, seq=seq) if run.is_active else None
-    except RunClosed:
-        claim = None
-    if claim is None:
+    claims = _claim(run, [seq])
+    if not claims:
         return _as_is(run, seq)
-    call, attempt = claim.call, claim.attempt
-    started_at, started = timezone.now(), time.monotonic()
-    retryable, result = False, None
-    error: dict[str, Any] | None = None
-    tool: Tool | None
+    attempt = _Attempt(run, claims[0])
+    with _running(run.id, seq, attempt.ctx), run_context(run):
+        attempt.run()
+    return _record(run, [attempt])[0]
+
+
+def execute_many(*, tenant_id: str, run_id: str, seqs: list[int]) -> list[Execution]:
+    """`execute` for calls of one run handed over in one message (`dispatch_many`): claimed in
+    one write, run at once (one after the other in a worker's main thread, where each is
+    stopped by SIGALRM), recorded in one write, notified in one message. A call that is not
+    the worker's to run (finished, cancelled) is skipped: the executions returned are those of
+    the calls it ran."""
+    run = load_run(tenant_id=tenant_id, run_id=run_id)
+    if run is None:
+        logger.warning("tool calls %s: no run %s of tenant %s; dropped", seqs, run_id, tenant_id)
+        return [Execution(seq, "missing") for seq in seqs]
+    attempts = [_Attempt(run, claim) for claim in _claim(run, seqs)]
+    with contextlib.ExitStack() as stack:
+        for attempt in attempts:
+            stack.enter_context(_running(run.id, attempt.seq, attempt.ctx))
+        stack.enter_context(run_context(run))
+        if threading.current_thread() is threading.main_thread():
+            for attempt in attempts:
+                attempt.run()
+        else:
+            for attempt in attempts:
+                attempt.start()
+            for attempt in attempts:
+                attempt.finish()
+    return _record(run, attempts)
+
+
+def _claim(run: Run, seqs: list[int]) -> list[services.Claim]:
+    if not run.is_active:
+        return []
     try:
-        tool = registry.get(call.name)
-    except UnknownTool as exc:
-        tool, error = None, _error(exc)
-    else:
-        ctx = ToolContext(
-            tenant=run.tenant,
-            run=run,
-            seq=seq,
-            attempt=attempt,
-            deadline=started + tool.timeout_s,
+        return services.tool_calls_claim(run=run, seqs=seqs)
+    except RunClosed:
+        return []
+
+
+class _Attempt:
+    """One claimed attempt of a call, run under its tool's timeout; its outcome once run."""
+
+    def __init__(self, run: Run, claim: services.Claim) -> None:
+        self.seq, self.call, self.number = claim.call.seq, claim.call, claim.attempt
+        self.retryable, self.result = False, None
+        self.error: dict[str, Any] | None = None
+        self.thread: _ToolThread | None = None
+        self.tool: Tool | None
+        try:
+            self.tool = registry.get(self.call.name)
+        except UnknownTool as exc:
+            self.tool, self.error = None, _error(exc)
+        self.ctx = ToolContext(
+            tenant=run.tenant, run=run, seq=self.seq, attempt=self.number, deadline=0.0
         )
-        with _running(run.id, seq, ctx), run_context(run):
+        self._begin()
+        self.duration_ms = 0.0
+
+    def _begin(self) -> None:
+        """Start the clocks: the timings and the tool's deadline count from here."""
+        self.started_at, self.started = timezone.now(), time.monotonic()
+        if self.tool is not None:
+            self.ctx.deadline = self.started + self.tool.timeout_s
+
+    def run(self) -> None:
+        """Run the tool here (SIGALRM in the main thread) or in a thread of its own."""
+        self._begin()
+        self._outcome(lambda tool: _call(tool, self.call.args, self.ctx))
+
+    def start(self) -> None:
+        """Start the tool in a thread of its own; `finish` waits for it."""
+        self._begin()
+        if self.tool is not None:
+            self.thread = _ToolThread(self.tool, self.call.args, self.ctx)
+
+    def finish(self) -> None:
+        self._outcome(lambda tool: self.thread.outcome())  # type: ignore[union-attr]
+
+    def _outcome(self, call: Callable[[Tool], Any]) -> None:
+        tool = self.tool
+        if tool is not None:
             try:
-                result = _call(tool, call.args, ctx)
+                self.result = call(tool)
             except RetryableToolError as exc:
-                error, retryable = _error(exc), True
+                self.error, self.retryable = _error(exc), True
             except (SoftTimeLimitExceeded, ToolTimeout):
-                error = {
+                self.error = {
                     "code": ToolTimeout.code,
                     "message": f"Tool {tool.name!r} ran past its timeout of {tool.timeout_s:g} s.",
                 }
             except ApplicationError as exc:
-                error = _error(exc)
+                self.error = _error(exc)
             except Exception as exc:
-                logger.exception("tool %s failed (run %s, call %s)", call.name, run.id, seq)
-                error = {"code": "tool_error", "message": f"{type(exc).__name__}: {exc}"[:2000]}
-    duration_ms = (time.monotonic() - started) * 1000
-    if (
-        retryable
-        and tool is not None
-        and attempt <= tool.max_retries
-        and services.tool_call_requeue(run=run, seq=seq, attempt=attempt, error=error)
-    ):
-        return Execution(seq, ToolCall.Status.QUEUED, error=error, retry_in=backoff_s(attempt))
-    if error is None:
-        outcome = services.Outcome(result=result, started_at=started_at, duration_ms=duration_ms)
-    else:
-        outcome = services.Outcome(
-            error=error, is_error=True, started_at=started_at, duration_ms=duration_ms
+                logger.exception(
+                    "tool %s failed (run %s, call %s)", tool.name, self.ctx.run.id, self.seq
+                )
+                message = f"{type(exc).__name__}: {exc}"[:2000]
+                self.error = {"code": "tool_error", "message": message}
+        self.duration_ms = (time.monotonic() - self.started) * 1000
+
+    def outcome(self) -> services.Outcome:
+        if self.error is None:
+            return services.Outcome(
+                result=self.result, started_at=self.started_at, duration_ms=self.duration_ms
+            )
+        return services.Outcome(
+            error=self.error,
+            is_error=True,
+            started_at=self.started_at,
+            duration_ms=self.duration_ms,
         )
-    recorded = services.tool_call_settle(run=run, seq=seq, attempt=attempt, outcome=outcome)
-    if recorded is None:
-        return _as_is(run, seq)
-    waiters.notify(run.id, seq)
-    return Execution(seq, recorded.status, result=recorded.result, error=recorded.error)
+
+
+def _record(run: Run, attempts: list[_Attempt]) -> list[Execution]:
+    """Record the attempts' outcomes in one write (a retryable failure within its tool's retries
+    goes back to `queued` instead) and wake their waiters in one notification."""
+    done: dict[int, Execution] = {}
+    settle: list[_Attempt] = []
+    for attempt in attempts:
+        tool = attempt.tool
+        if (
+            attempt.retryable
+            and tool is not None
+            and attempt.number <= tool.max_retries
+            and services.tool_call_requeue(
+                run=run, seq=attempt.seq, attempt=attempt.number, error=attempt.error
+            )
+        ):
+            done[attempt.seq] = Execution(
+                attempt.seq,
+                ToolCall.Status.QUEUED,
+                error=attempt.error,
+                retry_in=backoff_s(attempt.number),
+            )
+        else:
+            settle.append(attempt)
+    recorded = services.tool_calls_settle(
+        run=run, outcomes=[(a.seq, a.number, a.outcome()) for a in settle]
+    )
+    for attempt, call in zip(settle, recorded, strict=True):
+        if call is None:
+            done[attempt.seq] = _as_is(run, attempt.seq)
+        else:
+            done[attempt.seq] = Execution(
+                attempt.seq, call.status, result=call.result, error=call.error
+            )
+    waiters.notify_many(
+        run.id, [a.seq for a, call in zip(settle, recorded, strict=True) if call is not None]
+    )
+    return [done[attempt.seq] for attempt in attempts]
 
 
 def _as_is(run: Run, seq: int) -> Execution:
@@ -499,33 +654,43 @@ def _call_with_alarm(tool: Tool, args: Any, ctx: ToolContext) -> Any:
 
 
 def _call_in_thread(tool: Tool, args: Any, ctx: ToolContext) -> Any:
-    box: dict[str, Any] = {}
-    finished = threading.Event()
-    context = contextvars.copy_context()  # the bound tenant and run go along
+    return _ToolThread(tool, args, ctx).outcome()
 
-    def target() -> None:
-        try:
-            box["result"] = context.run(tool.function, args, ctx)
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            finished.set()
-            ctx.cancelled.set()  # wakes the watcher below if it still waits
-            tenant_connections.give_back()  # to the process's pool: this thread ends
-            connections.close_all()
 
-    thread = threading.Thread(target=target, name=f"tool-{tool.name}", daemon=True)
-    thread.start()
-    # Set by the tool's end (above) or by a cancel; else the deadline passes.
-    cancelled = ctx.cancelled.wait(ctx.remaining())
-    if not finished.is_set():
-        ctx.cancelled.set()  # a cooperative tool (ctx.wait) stops; any other runs on, abandoned
-        if not cancelled:
-            raise ToolTimeout("timeout")
-        raise ToolCancelled("The call was cancelled while running.")
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
+class _ToolThread:
+    """A tool running in a thread of its own, with the caller's context (the bound tenant and
+    run); `outcome` waits until it ends, its deadline passes or it is cancelled."""
+
+    def __init__(self, tool: Tool, args: Any, ctx: ToolContext) -> None:
+        self.tool, self.ctx = tool, ctx
+        self.box: dict[str, Any] = {}
+        self.finished = threading.Event()
+        context = contextvars.copy_context()
+
+        def target() -> None:
+            try:
+                self.box["result"] = context.run(tool.function, args, ctx)
+            except BaseException as exc:
+                self.box["error"] = exc
+            finally:
+                self.finished.set()
+                ctx.cancelled.set()  # wakes the watcher in `outcome` if it still waits
+                tenant_connections.give_back()  # to the process's pool: this thread ends
+                connections.close_all()
+
+        threading.Thread(target=target, name=f"tool-{tool.name}", daemon=True).start()
+
+    def outcome(self) -> Any:
+        # Set by the tool's end (above) or by a cancel; else the deadline passes.
+        cancelled = self.ctx.cancelled.wait(self.ctx.remaining())
+        if not self.finished.is_set():
+            self.ctx.cancelled.set()  # a cooperative tool (ctx.wait) stops; any other runs on
+            if not cancelled:
+                raise ToolTimeout("timeout")
+            raise ToolCancelled("The call was cancelled while running.")
+        if "error" in self.box:
+            raise self.box["error"]
+        return self.box["result"]
 
 
 # This process's running calls, for cancel: set their context's event. Embedded, the cancel

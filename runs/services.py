@@ -564,17 +564,17 @@ def tool_call_enqueue(
         audit.run_append_row("tool_call", "runs_toolcall", "seq", call.seq)
         return call, True
 
-    call, created = writer.write(run, work)
-    if not (created and dispatch):
-        return call, created
-    # `write` returned: the run database committed the call. It is handed over here, in the
-    # caller's thread, not in an on_commit hook: the hook would run in the leader's thread with
-    # the run's lease still held, so every caller of a batch would publish in turn inside the
-    # run's critical section (decision 0046).
+    # Once the run database committed the call it is handed over by the batch's leader, after
+    # the run's lease is released: one message for the async calls the batch committed
+    # together (`runs.queue.dispatch_committed`), not one publish per caller inside the run's
+    # critical section (decisions 0046, 0056).
     try:
-        queue.dispatch(run=run, seq=call.seq, tool=tool)
-    except Exception as exc:
-        logger.exception("tool call %s of run %s could not be queued", call.seq, run.id)
+        return writer.write(run, work, after=queue.dispatch_committed if dispatch else None)
+    except writer.AfterCommitFailed as exc:
+        call, _ = exc.result
+        logger.error(
+            "tool call %s of run %s could not be queued", call.seq, run.id, exc_info=exc.__cause__
+        )
         error = {"code": "dispatch_failed", "message": "The task queue was unreachable."}
         with contextlib.suppress(ApplicationError, DatabaseError):
             tool_call_fail_queued(run=run, seq=call.seq, error=error)
@@ -582,77 +582,93 @@ def tool_call_enqueue(
             f"Tool call {call.seq} was recorded but the task queue is unreachable; it is marked "
             "failed. Retry with a new idempotency key.",
             seq=call.seq,
-        ) from exc
-    return call, created
+        ) from exc.__cause__
 
 
-def tool_call_claim(*, run: Run, seq: int) -> Claim | None:
-    """Mark a queued call (or one whose worker died: still `running`) as running, attempt+1.
+def tool_calls_claim(*, run: Run, seqs: list[int]) -> list[Claim]:
+    """Mark queued calls (or ones whose worker died: still `running`) as running, attempt+1,
+    in one write. The calls that are not the worker's to run (finished, cancelled, not async)
+    are left out."""
 
-    Return None when the call is not the worker's to run: finished, cancelled, or not async.
-    """
-
-    def work() -> Claim | None:
+    def work() -> list[Claim]:
         alias = router.db_for_write(ToolCall)
-        row = update_stored(
-            ToolCall,
-            using=alias,
-            where='"seq" = ? AND "status" IN (?, ?)',
-            params=[seq, ToolCall.Status.QUEUED, ToolCall.Status.RUNNING],
-            extra_set='"attempts" = "attempts" + 1',
-            status=ToolCall.Status.RUNNING,
-            started_at=timezone.now(),
-        )
-        if row is None:
-            return None
-        audit.run_append_stored("claim", "runs_toolcall", "seq", row)
-        call = instance_from_stored(ToolCall, using=alias, row=row)
-        return Claim(call, call.attempts)
-
-    return writer.write(run, work)
-
-
-def tool_call_settle(*, run: Run, seq: int, attempt: int, outcome: Outcome) -> ToolCall | None:
-    """Record the outcome of attempt `attempt` of an async call, once.
-
-    None (nothing written) unless the call is still `running` that attempt: cancelled meanwhile,
-    claimed again by a redelivery, or already recorded.
-    """
-    if not outcome.is_error:
-        try:
-            check_json_size(outcome.result, limit=settings.TOOL_RESULT_MAX_BYTES, what="The result")
-        except TooLarge as exc:
-            outcome = Outcome(
-                error={"code": "result_too_large", "message": exc.message},
-                is_error=True,
-                started_at=outcome.started_at,
-                duration_ms=outcome.duration_ms,
+        claims = []
+        for seq in seqs:
+            row = update_stored(
+                ToolCall,
+                using=alias,
+                where='"seq" = ? AND "status" IN (?, ?)',
+                params=[seq, ToolCall.Status.QUEUED, ToolCall.Status.RUNNING],
+                extra_set='"attempts" = "attempts" + 1',
+                status=ToolCall.Status.RUNNING,
+                started_at=timezone.now(),
             )
-
-    def work() -> ToolCall | None:
-        alias = router.db_for_write(ToolCall)
-        values: dict[str, Any] = {
-            "status": ToolCall.Status.FAILED if outcome.is_error else ToolCall.Status.SUCCEEDED,
-            "result": None if outcome.is_error else outcome.result,
-            "error": outcome.error if outcome.is_error else None,
-            "completed_at": timezone.now(),
-            "duration_ms": outcome.duration_ms,
-        }
-        if outcome.started_at is not None:
-            values["started_at"] = outcome.started_at
-        row = update_stored(
-            ToolCall,
-            using=alias,
-            where='"seq" = ? AND "status" = ? AND "attempts" = ?',
-            params=[seq, ToolCall.Status.RUNNING, attempt],
-            **values,
-        )
-        if row is None:
-            return None
-        audit.run_append_stored("outcome", "runs_toolcall", "seq", row)
-        return instance_from_stored(ToolCall, using=alias, row=row)
+            if row is None:
+                continue
+            audit.run_append_stored("claim", "runs_toolcall", "seq", row)
+            call = instance_from_stored(ToolCall, using=alias, row=row)
+            claims.append(Claim(call, call.attempts))
+        return claims
 
     return writer.write(run, work)
+
+
+def tool_calls_settle(
+    *, run: Run, outcomes: list[tuple[int, int, Outcome]]
+) -> list[ToolCall | None]:
+    """Record the outcomes of async calls, each `(seq, attempt, outcome)`, once, in one write.
+
+    A call's entry is None (nothing written for it) unless it is still `running` that attempt:
+    cancelled meanwhile, claimed again by a redelivery, or already recorded.
+    """
+    checked = [(seq, attempt, _result_checked(outcome)) for seq, attempt, outcome in outcomes]
+
+    def work() -> list[ToolCall | None]:
+        alias = router.db_for_write(ToolCall)
+        recorded: list[ToolCall | None] = []
+        for seq, attempt, outcome in checked:
+            values: dict[str, Any] = {
+                "status": ToolCall.Status.FAILED if outcome.is_error else ToolCall.Status.SUCCEEDED,
+                "result": None if outcome.is_error else outcome.result,
+                "error": outcome.error if outcome.is_error else None,
+                "completed_at": timezone.now(),
+                "duration_ms": outcome.duration_ms,
+            }
+            if outcome.started_at is not None:
+                values["started_at"] = outcome.started_at
+            row = update_stored(
+                ToolCall,
+                using=alias,
+                where='"seq" = ? AND "status" = ? AND "attempts" = ?',
+                params=[seq, ToolCall.Status.RUNNING, attempt],
+                **values,
+            )
+            if row is None:
+                recorded.append(None)
+                continue
+            audit.run_append_stored("outcome", "runs_toolcall", "seq", row)
+            recorded.append(instance_from_stored(ToolCall, using=alias, row=row))
+        return recorded
+
+    if not checked:
+        return []
+    return writer.write(run, work)
+
+
+def _result_checked(outcome: Outcome) -> Outcome:
+    """`outcome`, or a `result_too_large` error in its place if its result is over the limit."""
+    if outcome.is_error:
+        return outcome
+    try:
+        check_json_size(outcome.result, limit=settings.TOOL_RESULT_MAX_BYTES, what="The result")
+    except TooLarge as exc:
+        return Outcome(
+            error={"code": "result_too_large", "message": exc.message},
+            is_error=True,
+            started_at=outcome.started_at,
+            duration_ms=outcome.duration_ms,
+        )
+    return outcome
 
 
 def tool_call_requeue(*, run: Run, seq: int, attempt: int, error: Any) -> bool:

@@ -48,6 +48,31 @@ def tool_call_execute(self: Task, tenant_id: str, run_id: str, seq: int) -> dict
     return done.as_dict()
 
 
+@shared_task(
+    name="runs.tool_calls_execute",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    typing=False,
+)
+def tool_calls_execute(self: Task, tenant_id: str, run_id: str, seqs: list[int]) -> None:
+    """Run async tool calls of the run that were committed together, handed over in one message
+    (`runs.queue.dispatch_many`), and record their outcomes (idempotent, as the single-call
+    task). A call that failed in a retryable way comes back on its own, after its backoff."""
+    try:
+        done = queue.execute_many(tenant_id=tenant_id, run_id=run_id, seqs=seqs)
+    except Unavailable as exc:
+        countdown = queue.backoff_s(self.request.retries + 1)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=UNAVAILABLE_RETRIES) from exc
+    for call in done:
+        if call.retry_in is not None:
+            # Lost if this publish fails: the call stays queued, and `redispatch_lost` finds it.
+            queue.dispatch_later(
+                tenant_id=tenant_id, run_id=run_id, seq=call.seq, countdown=call.retry_in
+            )
+
+
 @shared_task(name="runs.redispatch_lost")
 def redispatch_lost() -> dict[str, int]:
     """Send again the queued calls of this node's active runs whose message was lost (Celery

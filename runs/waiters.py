@@ -1,7 +1,8 @@
 """Long polls of async tool calls: a request waits on a `threading.Event`, not in a sleep loop.
 
-Whoever records a final status (a worker, a cancel) calls `notify(run_id, seq)` after the
-commit. With REDIS_URL that is a Redis PUBLISH, and one listener thread per process (started
+Whoever records a final status (a worker, a cancel) calls `notify(run_id, seq)` (or
+`notify_many` for several calls of a run) after the commit. With REDIS_URL that is a Redis
+PUBLISH, and one listener thread per process (started
 by the first waiter) wakes the waiting requests of that process; embedded, the notification
 is local (the worker pool is in the same process). A waiter registers before it reads the
 call, so a notification between the read and the wait is not lost; a listener that loses its
@@ -100,9 +101,10 @@ class Hub:
                 pubsub.subscribe(CHANNEL)
                 ready.set()
                 for message in pubsub.listen():
-                    run_id, _, seq = message["data"].decode().partition(":")
-                    if seq.isdigit():
-                        self.wake(run_id, int(seq))
+                    run_id, _, seqs = message["data"].decode().partition(":")
+                    for seq in seqs.split(","):
+                        if seq.isdigit():
+                            self.wake(run_id, int(seq))
             except Exception:
                 logger.warning("tool-call notifications lost their Redis connection; reconnecting")
             ready.set()
@@ -126,11 +128,19 @@ def redis_client(url: str) -> redis.Redis:
 
 def notify(run_id: str, seq: int) -> None:
     """Wake whoever waits for tool call `seq` of `run_id`, in every process (after a commit)."""
+    notify_many(run_id, [seq])
+
+
+def notify_many(run_id: str, seqs: list[int]) -> None:
+    """`notify` for several calls of one run: one message `<run id>:<seq>,<seq>,...`."""
+    if not seqs:
+        return
     if not settings.REDIS_URL:
-        hub.wake(run_id, seq)
+        for seq in seqs:
+            hub.wake(run_id, seq)
         return
     try:
-        redis_client(settings.REDIS_URL).publish(CHANNEL, f"{run_id}:{seq}")
+        redis_client(settings.REDIS_URL).publish(CHANNEL, f"{run_id}:{','.join(map(str, seqs))}")
     except redis.RedisError:
         # Waiters then answer at the end of their wait with the status they read again.
-        logger.warning("could not publish the outcome of tool call %s of run %s", seq, run_id)
+        logger.warning("could not publish the outcome of tool calls %s of run %s", seqs, run_id)

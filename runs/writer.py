@@ -48,11 +48,25 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 
+class AfterCommitFailed(Exception):
+    """The write committed, but the `after` hook given with it failed (its `__cause__`).
+    `result` is what the write returned."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("the write committed; its after-commit hook failed")
+        self.result = result
+
+
+After = Callable[["Run", list[Any]], None]
+
+
 @dataclass(eq=False)
 class _Job:
     work: Callable[[], Any]
+    after: After | None = None
     result: Any = None
     error: BaseException | None = None
+    after_error: BaseException | None = None
     taken: bool = False  # in a leader's batch: it will be answered, no longer withdrawn
     committed: bool = False  # its transaction committed (set by the leader)
     done: bool = False
@@ -86,31 +100,46 @@ def _queue(run_id: str) -> Iterator[_Queue]:
                 del _queues[run_id]
 
 
-def write(run: "Run", work: Callable[[], T]) -> T:
+def write(run: "Run", work: Callable[[], T], *, after: After | None = None) -> T:
     """Run `work()` in the run's next write transaction; return its result once committed.
 
     `work` runs in another thread (the leader's) with the run bound; it may use the ORM on
     run-scoped models. An `ApplicationError` it raises rolls back its own writes only and is
     raised here; any other failure fails the whole transaction and is raised to every caller.
+
+    `after(run, results)`, if given, is called by the leader once per batch with the results of
+    every committed write of the batch given the same `after`, once the batch committed and
+    the lease is released, before those callers are answered: one call for what many callers
+    wrote together (the hand-off of async tool calls: one message for a batch). It must not
+    write the run. If it raises, each of those callers gets `AfterCommitFailed` (their writes
+    are committed) with the error as its cause.
     """
     if not run.is_active:
         raise RunClosed(f"Run {run.id} is {run.status}; it takes no more writes.")
-    job = _Job(work)
+    job = _Job(work, after)
     deadline = time.monotonic() + settings.RUN_WRITE_WAIT_S
     with _queue(run.id) as queue:
         with queue.cond:
             queue.pending.append(job)
         while _wait_or_lead(queue, job, deadline, run.id):
+            later: list[_Job] = []
             try:
-                _lead(run, queue, job, deadline)
+                later = _lead(run, queue, job, deadline)
             finally:
                 with queue.cond:
                     queue.leading = False
                     queue.cond.notify_all()
+                if later:  # the next leader writes meanwhile
+                    try:
+                        _run_after(run, later)
+                    finally:
+                        _answer(queue, later)
             if job.done:
                 break
     if job.error is not None:
         raise _fresh(job.error) from job.error.__cause__
+    if job.committed and job.after_error is not None:
+        raise AfterCommitFailed(job.result) from _fresh(job.after_error)
     if not job.committed:  # the leader was interrupted (BaseException) before an outcome
         raise RunBusy(
             f"The writer of run {run.id} was interrupted; retry (with the same idempotency key).",
@@ -162,7 +191,7 @@ def _take(queue: _Queue) -> list[_Job]:
         return batch
 
 
-def _lead(run: "Run", queue: _Queue, job: _Job, deadline: float) -> None:
+def _lead(run: "Run", queue: _Queue, job: _Job, deadline: float) -> list[_Job]:
     """Take the run's lease, then the writes waiting by then, and write them as one batch.
 
     The batch is taken once the lease is held, not before: the writes that arrived while the
@@ -171,6 +200,9 @@ def _lead(run: "Run", queue: _Queue, job: _Job, deadline: float) -> None:
     write's whole wait is bounded by `RUN_WRITE_WAIT_S` plus SQLite's busy timeout at BEGIN.
     If the lease is not granted, nothing was taken: the leader's own write fails, the others
     wait on (one of them leads next).
+
+    Every write is answered here but the committed ones with an `after` hook: those are
+    returned, for the caller to run their hooks once it no longer leads, then answer them.
     """
     path = absolute(run.database.path)
     wait_s = max(0.05, deadline - time.monotonic())
@@ -181,18 +213,45 @@ def _lead(run: "Run", queue: _Queue, job: _Job, deadline: float) -> None:
             try:
                 _commit(run, batch, lease)
             finally:
-                with queue.cond:
-                    for member in batch:
-                        member.done = True
-                    queue.cond.notify_all()
+                _answer(queue, [member for member in batch if not _has_after(member)])
     except Exception as exc:
         if batch:  # answered already: a failure after its outcome (releasing) is not its own
             logger.exception("run %s: the writer failed after its batch was answered", run.id)
-            return
-        with queue.cond:
-            if not job.taken:
-                queue.pending.remove(job)
-            job.error, job.done = exc, True
+        else:
+            with queue.cond:
+                if not job.taken:
+                    queue.pending.remove(job)
+                job.error, job.done = exc, True
+    except BaseException:
+        _answer(queue, batch)  # committed; their hooks do not run (lost hand-offs are found)
+        raise
+    return [member for member in batch if _has_after(member)]
+
+
+def _has_after(job: _Job) -> bool:
+    return job.after is not None and job.committed
+
+
+def _answer(queue: _Queue, jobs: list[_Job]) -> None:
+    if not jobs:
+        return
+    with queue.cond:
+        for member in jobs:
+            member.done = True
+        queue.cond.notify_all()
+
+
+def _run_after(run: "Run", jobs: list[_Job]) -> None:
+    """Call each distinct `after` hook once with the results of its committed writes."""
+    hooks: dict[After, list[_Job]] = {}
+    for job in jobs:
+        hooks.setdefault(job.after, []).append(job)  # type: ignore[arg-type]
+    for hook, members in hooks.items():
+        try:
+            hook(run, [member.result for member in members])
+        except Exception as exc:
+            for member in members:
+                member.after_error = exc
 
 
 def _commit(run: "Run", batch: list[_Job], lease: Lease) -> None:

@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -369,6 +370,116 @@ def test_a_worker_killed_mid_batch_loses_no_call_and_records_none_twice(stack):
     assert any(call["attempts"] == 2 for call in outcomes.values())  # some died running
     for _, seq in resent:
         assert outcomes[seq]["attempts"] == 1, outcomes[seq]  # lost while queued: ran once
+
+
+# --- Calls committed together travel together (decision 0056) ----------------------------------
+
+ENQUEUE_MANY_UNPUBLISHED = """
+import json
+from runs.models import Run
+from runs.services import tool_call_enqueue
+run = Run.objects.select_related("tenant", "database").get(id={run!r})
+calls = {calls!r}
+print(json.dumps([tool_call_enqueue(run=run, name=name, args=args, dispatch=False)[0].seq
+                  for name, args in calls]))
+"""
+
+
+def _carried(message: dict) -> list[str]:
+    """The call task ids a message carries: its `tool_calls` header, or its own id."""
+    headers = message["headers"]
+    return headers.get("tool_calls", [headers["id"]])
+
+
+def test_calls_committed_together_travel_in_one_message_and_each_runs_once(stack):
+    """While another holder has the run's lease, async calls posted at once queue in the web
+    process's writer and commit in one batch: their hand-off is one message listing each call,
+    the lost hand-off check finds none of them missing, and each runs once."""
+    stack.stop_workers()
+    run = stack.run()
+    broker = redis.Redis.from_url(BROKER_URL)
+    assert broker.set(f"agentdb:lease:{run}", "another holder", px=1000)
+    with ThreadPoolExecutor(6) as pool:
+        seqs = sorted(pool.map(lambda _: stack.call(run, "test.count", {}), range(6)))
+    messages = [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
+    carried = sorted(task for message in messages for task in _carried(message))
+    assert carried == sorted(f"toolcall-{run}-{seq}" for seq in seqs)  # each call, once
+    assert len(messages) < len(seqs), messages  # calls shared a message
+    assert _redispatch(stack, "--min-age", "0") == []  # none is lost: the broker lists them
+    stack.start_worker(f"together-{stack.pool}")
+    for seq in seqs:
+        _ran_once(stack, run, seq)
+
+
+def test_a_message_of_several_calls_records_each_outcome_once(stack):
+    """One message with calls of every kind: each is recorded as its own message would have
+    been; a finished call in it does not run again; a retryable one comes back alone; on the
+    threads pool the calls run at once; the same message delivered again changes nothing."""
+    run = stack.run()
+    finished = stack.call(run, "test.count", {})
+    stack.wait_for(run, finished, {"succeeded"})
+    calls = [
+        ("test.count", {"seconds": 1}),
+        ("test.count", {"seconds": 1}),
+        ("test.fail", {}),
+        ("test.stuck", {}),
+        ("echo", {"x": 1}),
+        ("test.flaky", {"succeed_on": 2}),
+    ]
+    out = manage(
+        stack.env, "shell", "-c", ENQUEUE_MANY_UNPUBLISHED.format(run=run, calls=calls)
+    ).stdout
+    count_a, count_b, failing, stuck, echo, flaky = json.loads(out.strip().splitlines()[-1])
+    seqs = [finished, count_a, count_b, failing, stuck, echo, flaky]
+    app = Celery(broker=BROKER_URL)
+    app.send_task("runs.tool_calls_execute", args=[stack.tenant_id(run), run, seqs])
+    done = {seq: stack.wait_for(run, seq, {"succeeded", "failed"}) for seq in seqs}
+    assert done[finished]["result"] == {"executions": 1} and done[finished]["attempts"] == 1
+    assert done[count_a]["result"] == done[count_b]["result"] == {"executions": 1}
+    assert done[failing]["error"]["code"] == "boom"
+    assert done[stuck]["error"]["code"] == "timeout"
+    assert done[echo]["result"] == {"x": 1}
+    assert done[flaky]["result"] == {"attempt": 2} and done[flaky]["attempts"] == 2
+    if stack.pool == "threads":  # each started before the other ended
+        first, second = done[count_a], done[count_b]
+        assert max(first["started_at"], second["started_at"]) < min(
+            first["completed_at"], second["completed_at"]
+        ), (first, second)
+    # Delivered again (as a broker may): nothing is run or recorded again.
+    app.send_task("runs.tool_calls_execute", args=[stack.tenant_id(run), run, seqs])
+    stack.wait_for(run, stack.call(run, "echo", {}), {"succeeded"})  # FIFO: it went first
+    for seq in seqs:
+        again = stack.get(f"/api/v1/runs/{run}/tool-calls/{seq}").json()
+        assert again == done[seq], (again, done[seq])
+    kinds = _audit_kinds(stack, run)
+    assert all(kinds[seq].count("outcome") == 1 for seq in seqs), kinds
+    assert _executions(stack, run, count_a) == _executions(stack, run, count_b) == 1
+
+
+def test_a_worker_killed_mid_message_of_several_calls_records_each_once(stack):
+    """kill -9 while a message of several calls runs: the message is delivered again, and each
+    of its calls (and of the message behind it) is recorded once, by its last attempt."""
+    stack.stop_workers()
+    run = stack.run()
+    calls = [("test.count", {"seconds": 1})] * 8
+    out = manage(
+        stack.env, "shell", "-c", ENQUEUE_MANY_UNPUBLISHED.format(run=run, calls=calls)
+    ).stdout
+    seqs = json.loads(out.strip().splitlines()[-1])
+    app = Celery(broker=BROKER_URL)
+    for part in (seqs[:4], seqs[4:]):
+        app.send_task("runs.tool_calls_execute", args=[stack.tenant_id(run), run, part])
+    stack.start_worker(f"several-{stack.pool}")
+    stack.wait_for(run, seqs[0], {"running"})
+    _kill(stack.workers[-1])  # mid-message: its calls claimed, running
+    stack.start_worker(f"after-several-{stack.pool}")
+    outcomes = {seq: stack.wait_for(run, seq, {"succeeded"}) for seq in seqs}
+    kinds = _audit_kinds(stack, run)
+    for seq, call in outcomes.items():
+        assert kinds[seq].count("outcome") == 1, (seq, kinds[seq])
+        assert kinds[seq].count("claim") == call["attempts"], (seq, kinds[seq], call)
+        assert 1 <= call["result"]["executions"] <= call["attempts"], call
+    assert outcomes[seqs[0]]["attempts"] == 2  # it died running and ran again
 
 
 # --- Lost hand-offs (decision 0050) ------------------------------------------------------------

@@ -1,6 +1,7 @@
 """One group-commit batch, in-process: a job that fails on its own rolls back alone."""
 
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -106,11 +107,8 @@ def test_writes_arriving_while_the_leader_waits_for_the_lease_join_its_batch(
 ):
     """The leader takes its batch once it holds the lease (decision 0051): the writes that came
     while another holder wrote go into one transaction, not one each behind the first."""
-    import threading
-
     settings.REDIS_URL = redis_url if backend == "redis" else ""
     writes = 8
-    path = absolute(run.database.path)
     with run_context(run):
         fence_before = RunInfo.objects.get(id=1).fence
     seqs: list[int] = []
@@ -125,8 +123,73 @@ def test_writes_arriving_while_the_leader_waits_for_the_lease_join_its_batch(
             tenancy_connections.close_all()
             db.connections.close_all()
 
+    _queued_behind_a_holder(run, record, writes)
+    assert errors == [] and sorted(seqs) == list(range(1, writes + 1))
+    with run_context(run):
+        fence_after = RunInfo.objects.get(id=1).fence
+    # One transaction wrote them all: one fence step (embedded: +1 a transaction), or the one
+    # lease taken after the other holder's (Redis: +1 an acquisition).
+    assert fence_after - fence_before == (1 if backend == "embedded" else 2)
+
+
+@pytest.mark.django_db(transaction=True)  # the writers' threads read the registry
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+def test_an_after_hook_runs_once_for_its_batch_with_the_lease_released(
+    run, backend, settings, redis_url
+):
+    """Writes committed together reach their `after` hook in one call, made once the run's lease
+    is free again (the hand-off of async calls publishes one message, outside the critical
+    section), and each caller is answered only after it."""
+    settings.REDIS_URL = redis_url if backend == "redis" else ""
+    writes = 6
+    path = absolute(run.database.path)
+    hooked: list[list[int]] = []
+    answered_before_hook: list[int] = []
+
+    def after(_run, results: list[int]) -> None:
+        # Another holder takes the lease at once: the batch's leader no longer holds it.
+        with leases().hold(run.id, path=path, wait_s=0.05):
+            hooked.append(sorted(results))
+
+    seqs: list[int] = []
+    errors: list[BaseException] = []
+
+    def record() -> None:
+        try:
+            seq = writer.write(run, insert("hooked"), after=after)
+            if not hooked:
+                answered_before_hook.append(seq)
+            seqs.append(seq)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            tenancy_connections.close_all()
+            db.connections.close_all()
+
+    _queued_behind_a_holder(run, record, writes)
+    assert errors == [] and answered_before_hook == []
+    assert hooked == [sorted(seqs)] and sorted(seqs) == list(range(1, writes + 1))
+
+
+def test_a_failed_after_hook_reaches_its_caller_with_the_write_committed(run):
+    def after(_run, results: list[int]) -> None:
+        raise ConnectionError("the queue refused the message")
+
+    with pytest.raises(writer.AfterCommitFailed) as caught:
+        writer.write(run, insert("kept"), after=after)
+    assert isinstance(caught.value.__cause__, ConnectionError)
+    seq = caught.value.result
+    with run_context(run):
+        assert ToolCall.objects.get(seq=seq).name == "kept"  # committed all the same
+    # The writer is free: the next write (no hook) goes through.
+    assert writer.write(run, insert("next")) == seq + 1
+
+
+def _queued_behind_a_holder(run, record, writes: int) -> None:
+    """Start `writes` threads running `record` while another holder has the run's lease, let go
+    once all their writes wait in this process's queue, and wait for the threads."""
     threads = [threading.Thread(target=record) for _ in range(writes)]
-    with leases().hold(run.id, path=path, wait_s=5):  # another holder, writing nothing
+    with leases().hold(run.id, path=absolute(run.database.path), wait_s=5):  # writing nothing
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 10
@@ -135,9 +198,3 @@ def test_writes_arriving_while_the_leader_waits_for_the_lease_join_its_batch(
             time.sleep(0.005)  # polling interval
     for thread in threads:
         thread.join(timeout=30)
-    assert errors == [] and sorted(seqs) == list(range(1, writes + 1))
-    with run_context(run):
-        fence_after = RunInfo.objects.get(id=1).fence
-    # One transaction wrote them all: one fence step (embedded: +1 a transaction), or the one
-    # lease taken after the other holder's (Redis: +1 an acquisition).
-    assert fence_after - fence_before == (1 if backend == "embedded" else 2)

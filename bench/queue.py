@@ -2,8 +2,9 @@
 beside the synchronous path in the same run.
 
 Starts gunicorn (as `make run`, Redis mode) and one Celery worker process as `make worker` does
-(Celery's threads pool, TOOL_WORKER_THREADS calls at once: decision 0039) on a fresh DATA_DIR
-and Redis db (REDIS_URL, default db 9 on loopback), then prints one JSON object:
+(Celery's threads pool, TOOL_WORKER_THREADS messages at once, each of the async calls one
+group commit committed: decisions 0039, 0056) on a fresh DATA_DIR and Redis db (REDIS_URL,
+default db 9 on loopback), then prints one JSON object:
 
 - `async_done_ms_p50` / `_p99`: one `echo` at a time: POST `async: true` (202), then
   `GET .../tool-calls/{seq}?wait=5` until `succeeded`; milliseconds from the POST to the answer;

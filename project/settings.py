@@ -196,7 +196,8 @@ CELERY_TASK_ACKS_LATE = True
 # A worker killed mid-task (kill -9, OOM): the parent requeues what its child was running; a
 # whole worker lost: Redis hands its unacknowledged tasks to another worker after this long.
 # Keep it above TOOL_MAX_TIMEOUT_S: a task still running past it is delivered a second time
-# (harmless, the call is recorded once, but it runs twice).
+# (harmless, the call is recorded once, but it runs twice). A message of several calls holds
+# calls whose timeouts add up to at most TOOL_MAX_TIMEOUT_S (a prefork child runs them in turn).
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 TASK_VISIBILITY_TIMEOUT_S = _env_int("TASK_VISIBILITY_TIMEOUT_S", 3600)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -209,12 +210,19 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_mutex_expire": 10,
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# A worker process runs TOOL_WORKER_THREADS calls at once on Celery's threads pool: the calls of
-# one run then share its writer's transactions (group commit) instead of one each (decision
-# 0039). `celery worker -P prefork` still works (one call per child, SIGALRM timeouts).
-CELERY_WORKER_POOL = "threads"
+# A worker process runs TOOL_WORKER_THREADS messages at once on Celery's threads pool (each of
+# up to TOOL_CALLS_PER_MESSAGE calls, run at once): the calls of one run then share its
+# writer's transactions (group commit) instead of one each (decisions 0039, 0056).
+# TOOL_WORKER_POOL=prefork runs one message per child process instead (its calls in turn,
+# SIGALRM timeouts, Celery's hard time limit). It is a setting because Celery's `-P prefork`
+# cannot override a configured pool: it reads as "no pool given" (celery/bin/worker.py).
+TOOL_WORKER_POOL = os.environ.get("TOOL_WORKER_POOL") or "threads"
+if TOOL_WORKER_POOL not in ("threads", "prefork", "solo"):
+    raise ValueError(f"TOOL_WORKER_POOL={TOOL_WORKER_POOL!r}: use threads, prefork or solo.")
+CELERY_WORKER_POOL = TOOL_WORKER_POOL
 TOOL_WORKER_THREADS = _env_int("TOOL_WORKER_THREADS", 16)
-CELERY_WORKER_CONCURRENCY = TOOL_WORKER_THREADS
+if TOOL_WORKER_POOL == "threads":
+    CELERY_WORKER_CONCURRENCY = TOOL_WORKER_THREADS
 
 # --- Async tool calls and the tool registry (runs/queue.py, tools/) ------------------------------
 # Extra modules registering tools (comma-separated), imported when Django starts.

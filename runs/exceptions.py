@@ -1,5 +1,7 @@
 """Errors of agent runs."""
 
+from typing import Any
+
 from project.exceptions import Conflict, Unavailable
 
 
@@ -22,3 +24,12 @@ class LeaseLost(Unavailable):
     written. A retry takes a fresh lease."""
 
     code = "lease_lost"
+
+
+class AfterCommitFailed(Exception):
+    """The write committed, but the `after` hook given with it (`writer.write`) failed: the
+    hook's error is the `__cause__`; `result` is what the write returned."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("the write committed; its after-commit hook failed")
+        self.result = result

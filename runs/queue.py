@@ -1,17 +1,18 @@
 """Async tool calls: hand a queued call to a worker, run it there, record its outcome.
 
-With REDIS_URL a Celery task (`runs.tool_call_execute`, Redis broker) carries only ids:
-(tenant id, run id, seq). The worker loads the run within that tenant, binds it
-(`run_context`), claims the call through the run's single writer, runs the tool under its
-timeout and records the outcome of the attempt it claimed (`runs.services`). Embedded (no
-REDIS_URL) the same `execute` runs on a small thread pool in the process that recorded the call,
-so the states are the same with no broker.
+With REDIS_URL a Celery task carries only ids: (tenant id, run id, seq) for one call
+(`runs.tool_call_execute`), or (tenant id, run id, seqs) for the calls one group commit
+committed together (`runs.tool_calls_execute`, decision 0056). The worker loads the run within
+that tenant, binds it (`run_context`), claims the calls through the run's single writer, runs
+each tool under its timeout and records the outcome of the attempt it claimed
+(`runs.services`). Embedded (no REDIS_URL) the same `execute` runs on a small thread pool in
+the process that recorded the call, so the states are the same with no broker.
 
 Timeouts: in a worker's main thread (Celery prefork or solo) a SIGALRM interrupts the tool at
-its deadline; elsewhere (the embedded pool) the tool runs in its own thread and the call is
-recorded `timeout` at the deadline while that thread is abandoned. Celery's soft and hard time
-limits stand behind both (timeout + TOOL_KILL_GRACE_S, and twice that).
-"""
+its deadline (the calls of a message run one after the other there); elsewhere (the threads
+pool, the embedded pool) each tool runs in its own thread and the call is recorded `timeout`
+at the deadline while that thread is abandoned. Celery's soft and hard time limits stand
+behind both (the timeouts + TOOL_KILL_GRACE_S, and twice that)."""
 
 import collections
 import concurrent.futures
@@ -28,13 +29,16 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from queue import Empty, SimpleQueue
 from typing import Any
 
 import kombu.exceptions
 import redis
+from billiard.pool import soft_timeout_sighandler as billiard_soft_timeout
 from celery import chord
 from celery.canvas import Signature
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import task_prerun
 from django.conf import settings
 from django.db import DatabaseError, connections
 from django.utils import timezone
@@ -99,13 +103,52 @@ def dispatch(*, run: Run, seq: int, tool: Tool | None) -> None:
         _pool().submit(_run_embedded, run.tenant_id, run.id, seq)
 
 
+class DispatchFailed(Exception):
+    """Some of the calls `dispatch_committed` was given could not be handed on: `seqs`."""
+
+    def __init__(self, seqs: list[int]) -> None:
+        super().__init__(list(seqs))  # as given: the exception copies itself from its args
+        self.seqs = set(seqs)
+
+    def __str__(self) -> str:
+        return f"tool calls {sorted(self.seqs)} could not be handed to a worker"
+
+
 def dispatch_committed(run: Run, results: list[tuple[ToolCall, bool]]) -> None:
-    """The writer's after-commit hook of `services.tool_call_enqueue`: hand the calls one
-    batch created (`(call, created)` pairs) to the workers, TOOL_CALLS_PER_MESSAGE a message."""
-    calls = [call for call, created in results if created]
-    size = settings.TOOL_CALLS_PER_MESSAGE
-    for start in range(0, len(calls), size):
-        dispatch_many(run=run, calls=calls[start : start + size])
+    """The writer's after-commit hook of `services.tool_call_enqueue`: hand the calls one batch
+    created (`(call, created)` pairs) to the workers, in messages of at most
+    TOOL_CALLS_PER_MESSAGE calls whose timeouts add up to at most TOOL_MAX_TIMEOUT_S. Raises
+    `DispatchFailed` with the calls of the messages that could not be published."""
+    failed: list[int] = []
+    for calls in _messages([call for call, created in results if created]):
+        try:
+            dispatch_many(run=run, calls=calls)
+        except Exception:
+            logger.exception("tool calls of run %s could not be queued", run.id)
+            failed += [call.seq for call in calls]
+    if failed:
+        raise DispatchFailed(failed)
+
+
+def _messages(calls: list[ToolCall]) -> Iterator[list[ToolCall]]:
+    """`calls` in messages: a prefork worker runs a message's calls one after the other, so
+    their timeouts add up, and a task running past TASK_VISIBILITY_TIMEOUT_S (kept above
+    TOOL_MAX_TIMEOUT_S) would be delivered a second time."""
+    message: list[ToolCall] = []
+    total = 0.0
+    for call in calls:
+        tool = _registered(call.name)
+        timeout = tool.timeout_s if tool is not None else 0.0
+        if message and (
+            len(message) == settings.TOOL_CALLS_PER_MESSAGE
+            or total + timeout > settings.TOOL_MAX_TIMEOUT_S
+        ):
+            yield message
+            message, total = [], 0.0
+        message.append(call)
+        total += timeout
+    if message:
+        yield message
 
 
 def dispatch_many(*, run: Run, calls: list[ToolCall]) -> None:
@@ -120,8 +163,8 @@ def dispatch_many(*, run: Run, calls: list[ToolCall]) -> None:
 
     seqs = [call.seq for call in calls]
     tools = [_registered(call.name) for call in calls]
-    # The calls run at once (`execute_many`), sequentially in a prefork child: the limits
-    # allow the sum of their timeouts.
+    # The calls run at once (`execute_many`), one after the other in a prefork child: the
+    # limits allow the sum of their timeouts.
     soft = sum(tool.timeout_s for tool in tools if tool is not None) + settings.TOOL_KILL_GRACE_S
     args = (run.tenant_id, run.id, seqs)
     tool_calls_execute.apply_async(
@@ -135,21 +178,18 @@ def dispatch_many(*, run: Run, calls: list[ToolCall]) -> None:
     )
 
 
-def dispatch_later(*, tenant_id: str, run_id: str, seq: int, countdown: float) -> None:
+def dispatch_later(*, run: Run, seq: int, tool: Tool | None, countdown: float) -> None:
     """Hand call `seq` to a worker again in `countdown` seconds (a retry of a call that came in
-    a message of several)."""
+    a message of several). If the broker refuses, the call stays queued: `redispatch_lost`
+    sends it again."""
     from runs.tasks import tool_call_execute
 
-    run = load_run(tenant_id=tenant_id, run_id=run_id)
-    if run is None:
-        return
-    with run_context(run):
-        name = ToolCall.objects.filter(seq=seq).values_list("name", flat=True).first()
-    options = _options(run, seq, None if name is None else _registered(name))
     try:
-        tool_call_execute.apply_async((tenant_id, run_id, seq), countdown=countdown, **options)
-    except _BROKER_ERRORS as exc:  # the call stays queued: `redispatch_lost` sends it again
-        logger.warning("tool call %s of run %s: retry not queued: %s", seq, run_id, exc)
+        tool_call_execute.apply_async(
+            (run.tenant_id, run.id, seq), countdown=countdown, **_options(run, seq, tool)
+        )
+    except _BROKER_ERRORS as exc:
+        logger.warning("tool call %s of run %s: retry not queued: %s", seq, run.id, exc)
 
 
 def _registered(name: str) -> Tool | None:
@@ -420,10 +460,12 @@ class Execution:
     result: Any = None
     error: Any = None
     retry_in: float | None = None
+    tool: Tool | None = None  # of a call to retry: its time limits
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("retry_in")
+        out.pop("tool")
         return out
 
 
@@ -466,15 +508,18 @@ def execute(*, tenant_id: str, run_id: str, seq: int) -> Execution:
 
 def execute_many(*, tenant_id: str, run_id: str, seqs: list[int]) -> list[Execution]:
     """`execute` for calls of one run handed over in one message (`dispatch_many`): claimed in
-    one write, run at once (one after the other in a worker's main thread, where each is
-    stopped by SIGALRM), recorded in one write, notified in one message. A call that is not
-    the worker's to run (finished, cancelled) is skipped: the executions returned are those of
-    the calls it ran."""
+    one write and run at once, each outcome recorded as soon as its call ends (the calls that
+    end together in one write and one notification). In a worker's main thread (a prefork
+    child) they run one after the other, each stopped by SIGALRM, and a call cancelled while
+    it waits its turn does not run. A call that is not the worker's to run (finished,
+    cancelled) is skipped: the executions returned are those of the calls it ran."""
     run = load_run(tenant_id=tenant_id, run_id=run_id)
     if run is None:
         logger.warning("tool calls %s: no run %s of tenant %s; dropped", seqs, run_id, tenant_id)
-        return [Execution(seq, "missing") for seq in seqs]
-    attempts = [_Attempt(run, claim) for claim in _claim(run, seqs)]
+        return []
+    ended: SimpleQueue[_Attempt] = SimpleQueue()
+    attempts = [_Attempt(run, claim, ended) for claim in _claim(run, seqs)]
+    done: list[Execution] = []
     with contextlib.ExitStack() as stack:
         for attempt in attempts:
             stack.enter_context(_running(run.id, attempt.seq, attempt.ctx))
@@ -482,12 +527,31 @@ def execute_many(*, tenant_id: str, run_id: str, seqs: list[int]) -> list[Execut
         if threading.current_thread() is threading.main_thread():
             for attempt in attempts:
                 attempt.run()
-        else:
-            for attempt in attempts:
-                attempt.start()
-            for attempt in attempts:
+                done += _record(run, [attempt])
+            return done
+        for attempt in attempts:
+            attempt.start()
+        running = set(attempts)
+        while running:
+            finished = _ended(ended, running)
+            for attempt in finished:
                 attempt.finish()
-    return _record(run, attempts)
+            running.difference_update(finished)
+            done += _record(run, finished)
+    return done
+
+
+def _ended(ended: "SimpleQueue[_Attempt]", running: set["_Attempt"]) -> list["_Attempt"]:
+    """Wait until some of `running` ended (or were cancelled) or reached their deadline; return
+    all of those."""
+    found = []
+    with contextlib.suppress(Empty):
+        found.append(ended.get(timeout=min(attempt.ctx.remaining() for attempt in running)))
+    with contextlib.suppress(Empty):
+        while True:
+            found.append(ended.get_nowait())
+    found += [attempt for attempt in running if attempt.ctx.remaining() <= 0]
+    return [attempt for attempt in dict.fromkeys(found) if attempt in running]
 
 
 def _claim(run: Run, seqs: list[int]) -> list[services.Claim]:
@@ -499,10 +563,25 @@ def _claim(run: Run, seqs: list[int]) -> list[services.Claim]:
         return []
 
 
+class _Ended(threading.Event):
+    """A call's `ctx.cancelled` in a message of several: set when its tool ends or the call is
+    cancelled, and then reported to the message's `ended` queue (`_ended`)."""
+
+    def __init__(self, ended: "SimpleQueue[_Attempt]", attempt: "_Attempt") -> None:
+        super().__init__()
+        self._ended, self._attempt = ended, attempt
+
+    def set(self) -> None:
+        super().set()
+        self._ended.put(self._attempt)
+
+
 class _Attempt:
     """One claimed attempt of a call, run under its tool's timeout; its outcome once run."""
 
-    def __init__(self, run: Run, claim: services.Claim) -> None:
+    def __init__(
+        self, run: Run, claim: services.Claim, ended: "SimpleQueue[_Attempt] | None" = None
+    ) -> None:
         self.seq, self.call, self.number = claim.call.seq, claim.call, claim.attempt
         self.retryable, self.result = False, None
         self.error: dict[str, Any] | None = None
@@ -512,9 +591,14 @@ class _Attempt:
             self.tool = registry.get(self.call.name)
         except UnknownTool as exc:
             self.tool, self.error = None, _error(exc)
+        # Set when the tool ends or the call is cancelled; with `ended`, that also reports it.
+        flag = threading.Event() if ended is None else _Ended(ended, self)
         self.ctx = ToolContext(
             tenant=run.tenant, run=run, seq=self.seq, attempt=self.number, deadline=0.0
         )
+        self.ctx.cancelled = flag
+        if self.tool is None and ended is not None:
+            ended.put(self)  # nothing to run: it ends at once
         self._begin()
         self.duration_ms = 0.0
 
@@ -527,16 +611,26 @@ class _Attempt:
     def run(self) -> None:
         """Run the tool here (SIGALRM in the main thread) or in a thread of its own."""
         self._begin()
-        self._outcome(lambda tool: _call(tool, self.call.args, self.ctx))
+
+        def call(tool: Tool) -> Any:
+            if self.ctx.cancelled.is_set():  # cancelled while it waited its turn
+                raise ToolCancelled("The call was cancelled before it ran.")
+            return _call(tool, self.call.args, self.ctx)
+
+        self._outcome(call)
 
     def start(self) -> None:
-        """Start the tool in a thread of its own; `finish` waits for it."""
+        """Start the tool in a thread of its own; `finish` takes its outcome."""
         self._begin()
         if self.tool is not None:
             self.thread = _ToolThread(self.tool, self.call.args, self.ctx)
 
     def finish(self) -> None:
-        self._outcome(lambda tool: self.thread.outcome())  # type: ignore[union-attr]
+        """The outcome of the tool `start` started: at once if it ended or was cancelled,
+        else when its deadline passes (a timeout)."""
+        thread = self.thread
+        if thread is not None:
+            self._outcome(lambda tool: thread.outcome())
 
     def _outcome(self, call: Callable[[Tool], Any]) -> None:
         tool = self.tool
@@ -593,6 +687,7 @@ def _record(run: Run, attempts: list[_Attempt]) -> list[Execution]:
                 ToolCall.Status.QUEUED,
                 error=attempt.error,
                 retry_in=backoff_s(attempt.number),
+                tool=tool,
             )
         else:
             settle.append(attempt)
@@ -637,6 +732,8 @@ def _call(tool: Tool, args: Any, ctx: ToolContext) -> Any:
 
 
 def _call_with_alarm(tool: Tool, args: Any, ctx: ToolContext) -> Any:
+    global _in_tool
+
     def alarm(signum: int, frame: Any) -> None:
         raise _Alarm()
 
@@ -644,13 +741,39 @@ def _call_with_alarm(tool: Tool, args: Any, ctx: ToolContext) -> Any:
     try:
         signal.setitimer(signal.ITIMER_REAL, max(ctx.remaining(), 0.001))
         try:
+            _in_tool = True
             return tool.function(args, ctx)
         finally:
+            _in_tool = False
             signal.setitimer(signal.ITIMER_REAL, 0)
     except _Alarm:
         raise ToolTimeout("timeout") from None
     finally:
         signal.signal(signal.SIGALRM, previous)
+
+
+# SIGUSR1 in a prefork child: Celery's soft time limit, and a cancel's revoke. billiard raises
+# SoftTimeLimitExceeded wherever the child is; raised while the child claims or records calls,
+# it would leave the run's lease held (a Redis reply half read) and block every writer of the
+# run until the lease's TTL. `_soft_interrupt` raises it only while a tool runs
+# (`_call_with_alarm`); elsewhere it is ignored (the call's status decides what is recorded, and
+# Celery's hard time limit still ends a task stuck outside its tool).
+_in_tool = False  # a prefork child's main thread is in a tool
+
+
+def _soft_interrupt(signum: int, frame: Any) -> None:
+    if _in_tool:
+        raise SoftTimeLimitExceeded()
+
+
+@task_prerun.connect
+def _interrupt_only_tools(**_: Any) -> None:
+    """Before each task of a prefork child: put `_soft_interrupt` in place of billiard's."""
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGUSR1) is billiard_soft_timeout
+    ):
+        signal.signal(signal.SIGUSR1, _soft_interrupt)
 
 
 def _call_in_thread(tool: Tool, args: Any, ctx: ToolContext) -> Any:
@@ -689,16 +812,21 @@ class _ToolThread:
                 raise ToolTimeout("timeout")
             raise ToolCancelled("The call was cancelled while running.")
         if "error" in self.box:
-            raise self.box["error"]
+            error = self.box["error"]
+            if isinstance(error, Exception):
+                raise error
+            # SystemExit and the like end the tool's own thread, not the worker: a tool error.
+            raise RuntimeError(f"the tool raised {type(error).__name__}: {error}") from error
         return self.box["result"]
 
 
 # This process's running calls, for cancel: set their context's event. Embedded, the cancel
 # comes from this process; in a Celery worker, from the outcome notifications (`runs.waiters`):
-# a call that reached a final status elsewhere (cancelled) is stopped here. Prefork children
-# are interrupted by the revoke as well. Notifications of calls not running here are kept for
-# a moment (the last RECENT_DONE), so a cancel that landed between a claim and the tool's start
-# still stops it.
+# a call that reached a final status elsewhere (cancelled) is stopped here. A prefork child
+# running a call alone is interrupted by the revoke as well (one in a message of several is
+# not: its task id is the message's; a cancelled one still waiting its turn does not run).
+# Notifications of calls not running here are kept for a moment (the last RECENT_DONE), so a
+# cancel that landed between a claim and the tool's start still stops it.
 RECENT_DONE = 4096
 _running_calls: dict[tuple[str, int], ToolContext] = {}
 _recent_done: "collections.OrderedDict[tuple[str, int], None]" = collections.OrderedDict()

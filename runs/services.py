@@ -36,7 +36,7 @@ from project.exceptions import (
 )
 from project.limits import check_json_size
 from runs import writer
-from runs.exceptions import RunClosed, StaleVersion
+from runs.exceptions import AfterCommitFailed, RunClosed, StaleVersion
 from runs.models import (
     LABEL_PATTERN,
     LABEL_RULE,
@@ -570,11 +570,13 @@ def tool_call_enqueue(
     # critical section (decisions 0046, 0056).
     try:
         return writer.write(run, work, after=queue.dispatch_committed if dispatch else None)
-    except writer.AfterCommitFailed as exc:
-        call, _ = exc.result
-        logger.error(
-            "tool call %s of run %s could not be queued", call.seq, run.id, exc_info=exc.__cause__
-        )
+    except AfterCommitFailed as exc:
+        call, created = exc.result
+        failed = exc.__cause__
+        sent = isinstance(failed, queue.DispatchFailed) and call.seq not in failed.seqs
+        if not created or sent:
+            return call, created  # a replay, or a call whose own message went out
+        logger.error("tool call %s of run %s could not be queued", call.seq, run.id)
         error = {"code": "dispatch_failed", "message": "The task queue was unreachable."}
         with contextlib.suppress(ApplicationError, DatabaseError):
             tool_call_fail_queued(run=run, seq=call.seq, error=error)

@@ -2,9 +2,9 @@
 
 Whoever records a final status (a worker, a cancel) calls `notify(run_id, seq)` (or
 `notify_many` for several calls of a run) after the commit. With REDIS_URL that is a Redis
-PUBLISH, and one listener thread per process (started
-by the first waiter) wakes the waiting requests of that process; embedded, the notification
-is local (the worker pool is in the same process). A waiter registers before it reads the
+PUBLISH, and one listener thread per process (started by the first waiter) wakes the waiting
+requests of that process; embedded, the notification is local (the worker pool is in the same
+process). A waiter registers before it reads the
 call, so a notification between the read and the wait is not lost; a listener that loses its
 connection wakes every waiter (they read again) before it reconnects.
 """

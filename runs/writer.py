@@ -14,6 +14,10 @@ token lower than the highest that has written; before COMMIT the lease is confir
 renewed). A holder that stalled past its TTL therefore cannot commit (`LeaseLost`), and nothing
 of its batch is in the database.
 
+A write may come with an `after` hook: the leader calls it once for every write of the batch
+that committed with it, after the lease is released (the hand-off of async tool calls: one
+message for the calls a batch committed).
+
 Waits are bounded: a write that no leader took within `RUN_WRITE_WAIT_S` is withdrawn and
 answered 503 `run_busy` (it was never written); a lease not granted within the same bound is
 `run_busy` too; Redis down is `dependency_unavailable`. See
@@ -34,7 +38,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections, router, transaction
 
 from project.exceptions import ApplicationError, TooLarge
-from runs.exceptions import LeaseLost, RunBusy, RunClosed
+from runs.exceptions import AfterCommitFailed, LeaseLost, RunBusy, RunClosed
 from runs.leases import Lease, leases
 from tenancy import faults
 from tenancy.context import run_context
@@ -48,15 +52,6 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 
-class AfterCommitFailed(Exception):
-    """The write committed, but the `after` hook given with it failed (its `__cause__`).
-    `result` is what the write returned."""
-
-    def __init__(self, result: Any) -> None:
-        super().__init__("the write committed; its after-commit hook failed")
-        self.result = result
-
-
 After = Callable[["Run", list[Any]], None]
 
 
@@ -67,6 +62,7 @@ class _Job:
     result: Any = None
     error: BaseException | None = None
     after_error: BaseException | None = None
+    after_done: bool = False  # its hook was called (by its batch's leader, or by itself)
     taken: bool = False  # in a leader's batch: it will be answered, no longer withdrawn
     committed: bool = False  # its transaction committed (set by the leader)
     done: bool = False
@@ -138,6 +134,8 @@ def write(run: "Run", work: Callable[[], T], *, after: After | None = None) -> T
                 break
     if job.error is not None:
         raise _fresh(job.error) from job.error.__cause__
+    if job.committed and job.after is not None and not job.after_done:
+        _run_after(run, [job])  # its leader was interrupted before the hooks: run its own
     if job.committed and job.after_error is not None:
         raise AfterCommitFailed(job.result) from _fresh(job.after_error)
     if not job.committed:  # the leader was interrupted (BaseException) before an outcome
@@ -160,7 +158,10 @@ def _fresh(error: BaseException) -> BaseException:
 def _wait_or_lead(queue: _Queue, job: _Job, deadline: float, run_id: str) -> bool:
     """Wait until `job` is answered (False) or this thread is to lead (True)."""
     with queue.cond:
-        while not job.done and queue.leading:
+        # A taken write is answered by its batch's leader (after the batch and its hooks); it
+        # never leads: a leader taking nothing would write an empty transaction, and a lease
+        # it fails to get would be reported as this committed write's error.
+        while not job.done and (queue.leading or job.taken):
             remaining = deadline - time.monotonic()
             if remaining <= 0 and not job.taken:
                 queue.pending.remove(job)
@@ -170,7 +171,8 @@ def _wait_or_lead(queue: _Queue, job: _Job, deadline: float, run_id: str) -> boo
                     retry_after=1,
                 )
             # A taken job is answered when its batch ends, which the lease wait and SQLite's
-            # busy timeout bound; poll anyway so a lost wake-up cannot hang a request.
+            # busy timeout bound, and its hook (a publish, bounded by its socket timeout); poll
+            # anyway so a lost wake-up cannot hang a request.
             queue.cond.wait(remaining if not job.taken and remaining > 0 else 0.5)
         if job.done:
             return False
@@ -223,7 +225,7 @@ def _lead(run: "Run", queue: _Queue, job: _Job, deadline: float) -> list[_Job]:
                     queue.pending.remove(job)
                 job.error, job.done = exc, True
     except BaseException:
-        _answer(queue, batch)  # committed; their hooks do not run (lost hand-offs are found)
+        _answer(queue, batch)  # a committed write's hook not called: its caller calls it
         raise
     return [member for member in batch if _has_after(member)]
 
@@ -245,13 +247,18 @@ def _run_after(run: "Run", jobs: list[_Job]) -> None:
     """Call each distinct `after` hook once with the results of its committed writes."""
     hooks: dict[After, list[_Job]] = {}
     for job in jobs:
-        hooks.setdefault(job.after, []).append(job)  # type: ignore[arg-type]
+        if job.after is not None:
+            hooks.setdefault(job.after, []).append(job)
     for hook, members in hooks.items():
         try:
             hook(run, [member.result for member in members])
         except Exception as exc:
+            logger.exception("run %s: an after-commit hook failed", run.id)
             for member in members:
                 member.after_error = exc
+        finally:
+            for member in members:
+                member.after_done = True
 
 
 def _commit(run: "Run", batch: list[_Job], lease: Lease) -> None:

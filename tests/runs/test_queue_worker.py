@@ -125,13 +125,17 @@ class Stack:
                 "--without-gossip",
                 "--without-mingle",
             ],
-            env=self.env,
+            # `-P prefork` alone would not do: Celery reads it as "no pool given" and takes the
+            # configured one.
+            env={**self.env, "TOOL_WORKER_POOL": self.pool},
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # kill -9 of the group takes the pool's children too
         )
         self.workers.append(proc)
+        kind = "prefork" if self.pool == "prefork" else "thread"
+        banner = f".> concurrency: {concurrency} ({kind})"
         app = Celery(broker=BROKER_URL)
         deadline = time.monotonic() + DEADLINE_S
         # Each reply is {"<name>@<host>": {"ok": "pong"}}.
@@ -140,6 +144,8 @@ class Stack:
         ):
             assert proc.poll() is None, (self.data_dir / f"worker-{name}.log").read_text()
             assert time.monotonic() < deadline, f"worker {name} did not answer a ping"
+        log_text = (self.data_dir / f"worker-{name}.log").read_text()
+        assert banner in log_text, log_text[:2000]  # the pool this test is about
         return proc
 
 
@@ -456,19 +462,52 @@ def test_a_message_of_several_calls_records_each_outcome_once(stack):
     assert _executions(stack, run, count_a) == _executions(stack, run, count_b) == 1
 
 
+def _send_unpublished(stack: Stack, run: str, calls: list) -> list[int]:
+    """Record `calls` (name, args) queued with no message, then send them in one message."""
+    out = manage(
+        stack.env, "shell", "-c", ENQUEUE_MANY_UNPUBLISHED.format(run=run, calls=calls)
+    ).stdout
+    seqs = json.loads(out.strip().splitlines()[-1])
+    Celery(broker=BROKER_URL).send_task(
+        "runs.tool_calls_execute", args=[stack.tenant_id(run), run, seqs]
+    )
+    return seqs
+
+
+def test_a_quick_call_is_recorded_without_waiting_for_a_slow_one_in_its_message(stack):
+    run = stack.run()
+    quick, slow = _send_unpublished(stack, run, [("echo", {"x": 1}), ("sleep", {"seconds": 3})])
+    assert stack.wait_for(run, quick, {"succeeded"})["result"] == {"x": 1}
+    assert stack.get(f"/api/v1/runs/{run}/tool-calls/{slow}").json()["status"] == "running"
+    stack.wait_for(run, slow, {"succeeded"})
+
+
+def test_a_call_cancelled_while_waiting_its_turn_in_a_message_never_runs(stack):
+    """A prefork child runs a message's calls one after the other: one cancelled while the
+    first runs (it is claimed, so `running`) is skipped when its turn comes."""
+    if stack.pool != "prefork":
+        pytest.skip("on the threads pool a message's calls all start at once")
+    run = stack.run()
+    first, waiting = _send_unpublished(stack, run, [("sleep", {"seconds": 2}), ("test.count", {})])
+    stack.wait_for(run, first, {"running"})
+    cancel = stack.post(f"/api/v1/runs/{run}/tool-calls/{waiting}/cancel")
+    assert cancel.status_code == 200 and cancel.json()["status"] == "cancelled", cancel.text
+    stack.wait_for(run, first, {"succeeded"})
+    after = stack.call(run, "echo", {})  # FIFO with one worker: after the message
+    stack.wait_for(run, after, {"succeeded"})
+    assert stack.get(f"/api/v1/runs/{run}/tool-calls/{waiting}").json()["status"] == "cancelled"
+    assert _executions(stack, run, waiting) == 0  # it never ran
+
+
 def test_a_worker_killed_mid_message_of_several_calls_records_each_once(stack):
     """kill -9 while a message of several calls runs: the message is delivered again, and each
     of its calls (and of the message behind it) is recorded once, by its last attempt."""
     stack.stop_workers()
     run = stack.run()
-    calls = [("test.count", {"seconds": 1})] * 8
-    out = manage(
-        stack.env, "shell", "-c", ENQUEUE_MANY_UNPUBLISHED.format(run=run, calls=calls)
-    ).stdout
-    seqs = json.loads(out.strip().splitlines()[-1])
-    app = Celery(broker=BROKER_URL)
-    for part in (seqs[:4], seqs[4:]):
-        app.send_task("runs.tool_calls_execute", args=[stack.tenant_id(run), run, part])
+    seqs = [
+        *_send_unpublished(stack, run, [("test.count", {"seconds": 1})] * 4),
+        *_send_unpublished(stack, run, [("test.count", {"seconds": 1})] * 4),
+    ]
     stack.start_worker(f"several-{stack.pool}")
     stack.wait_for(run, seqs[0], {"running"})
     _kill(stack.workers[-1])  # mid-message: its calls claimed, running

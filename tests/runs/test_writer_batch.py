@@ -139,16 +139,23 @@ def test_an_after_hook_runs_once_for_its_batch_with_the_lease_released(
 ):
     """Writes committed together reach their `after` hook in one call, made once the run's lease
     is free again (the hand-off of async calls publishes one message, outside the critical
-    section), and each caller is answered only after it."""
+    section), and each caller is answered only after it. A hook slower than the callers' wait
+    bound, while another holder has the lease, answers none of them with an error, and no
+    waiting caller leads an empty transaction meanwhile."""
     settings.REDIS_URL = redis_url if backend == "redis" else ""
+    settings.RUN_WRITE_WAIT_S = 1.0
     writes = 6
     path = absolute(run.database.path)
+    with run_context(run):
+        fence_before = RunInfo.objects.get(id=1).fence
     hooked: list[list[int]] = []
     answered_before_hook: list[int] = []
 
     def after(_run, results: list[int]) -> None:
-        # Another holder takes the lease at once: the batch's leader no longer holds it.
+        # Another holder takes the lease at once (the batch's leader no longer holds it), and
+        # keeps it past every caller's wait bound.
         with leases().hold(run.id, path=path, wait_s=0.05):
+            time.sleep(1.5)  # longer than RUN_WRITE_WAIT_S
             hooked.append(sorted(results))
 
     seqs: list[int] = []
@@ -169,6 +176,10 @@ def test_an_after_hook_runs_once_for_its_batch_with_the_lease_released(
     _queued_behind_a_holder(run, record, writes)
     assert errors == [] and answered_before_hook == []
     assert hooked == [sorted(seqs)] and sorted(seqs) == list(range(1, writes + 1))
+    with run_context(run):
+        fence_after = RunInfo.objects.get(id=1).fence
+    # One transaction, as in the test above: none led by a caller waiting for its hook.
+    assert fence_after - fence_before == (1 if backend == "embedded" else 2)
 
 
 def test_a_failed_after_hook_reaches_its_caller_with_the_write_committed(run):

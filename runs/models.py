@@ -126,7 +126,7 @@ class ToolCall(RunScoped, models.Model):
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
     cost_usd = models.FloatField(null=True, blank=True)
     # Async calls: how many times a worker claimed it (retries and redeliveries included). A
-    # worker records an outcome only for the attempt it claimed (runs.services.tool_call_settle).
+    # worker records an outcome only for the attempt it claimed (runs.services.tool_calls_settle).
     attempts = models.PositiveIntegerField(default=0)
 
     class Meta:

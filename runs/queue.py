@@ -43,7 +43,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from project.exceptions import ApplicationError
+from project.exceptions import ApplicationError, Unavailable
 from project.memo import Memo
 from runs import selectors, services, waiters
 from runs.exceptions import RunClosed
@@ -121,6 +121,9 @@ def dispatch_committed(run: Run, results: list[tuple[ToolCall, bool]]) -> None:
     `DispatchFailed` with the calls of the messages that could not be published."""
     failed: list[int] = []
     for calls in _messages([call for call, created in results if created]):
+        if failed:  # the broker refused a message: the next ones are not tried (and waited for)
+            failed += [call.seq for call in calls]
+            continue
         try:
             dispatch_many(run=run, calls=calls)
         except Exception:
@@ -163,9 +166,10 @@ def dispatch_many(*, run: Run, calls: list[ToolCall]) -> None:
 
     seqs = [call.seq for call in calls]
     tools = [_registered(call.name) for call in calls]
-    # The calls run at once (`execute_many`), one after the other in a prefork child: the
-    # limits allow the sum of their timeouts.
-    soft = sum(tool.timeout_s for tool in tools if tool is not None) + settings.TOOL_KILL_GRACE_S
+    # The calls run at once (`execute_many`), one after the other in a prefork child (a claim
+    # and a record each): the limits allow the sum of their timeouts, and a grace each.
+    soft = sum(tool.timeout_s + settings.TOOL_KILL_GRACE_S for tool in tools if tool is not None)
+    soft = max(soft, settings.TOOL_KILL_GRACE_S)
     args = (run.tenant_id, run.id, seqs)
     tool_calls_execute.apply_async(
         args,
@@ -460,12 +464,10 @@ class Execution:
     result: Any = None
     error: Any = None
     retry_in: float | None = None
-    tool: Tool | None = None  # of a call to retry: its time limits
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("retry_in")
-        out.pop("tool")
         return out
 
 
@@ -507,37 +509,64 @@ def execute(*, tenant_id: str, run_id: str, seq: int) -> Execution:
 
 
 def execute_many(*, tenant_id: str, run_id: str, seqs: list[int]) -> list[Execution]:
-    """`execute` for calls of one run handed over in one message (`dispatch_many`): claimed in
-    one write and run at once, each outcome recorded as soon as its call ends (the calls that
-    end together in one write and one notification). In a worker's main thread (a prefork
-    child) they run one after the other, each stopped by SIGALRM, and a call cancelled while
-    it waits its turn does not run. A call that is not the worker's to run (finished,
-    cancelled) is skipped: the executions returned are those of the calls it ran."""
+    """`execute` for calls of one run handed over in one message (`dispatch_many`).
+
+    On the threads pool the calls are claimed in one write and run at once; each outcome is
+    recorded as soon as its call ends (the calls that end together in one write and one
+    notification). In a worker's main thread (a prefork child) each call is claimed just before
+    it runs, one after the other under SIGALRM: a call cancelled while it waits its turn is not
+    run, and one the child never reached stays `queued` (found again by `redispatch_lost` if
+    the message is lost). A call that is not the worker's to run (finished, cancelled) is
+    skipped: the executions returned are those of the calls it ran. A retryable failure is
+    sent again on its own, after its backoff.
+    """
     run = load_run(tenant_id=tenant_id, run_id=run_id)
     if run is None:
         logger.warning("tool calls %s: no run %s of tenant %s; dropped", seqs, run_id, tenant_id)
         return []
+    if threading.current_thread() is threading.main_thread():
+        done: list[Execution] = []
+        for seq in seqs:
+            for claim in _claim(run, [seq]):
+                attempt = _Attempt(run, claim)
+                with _running(run.id, seq, attempt.ctx), run_context(run):
+                    attempt.run()
+                done += _record(run, [attempt], resend=True)
+        return done
     ended: SimpleQueue[_Attempt] = SimpleQueue()
     attempts = [_Attempt(run, claim, ended) for claim in _claim(run, seqs)]
-    done: list[Execution] = []
     with contextlib.ExitStack() as stack:
         for attempt in attempts:
             stack.enter_context(_running(run.id, attempt.seq, attempt.ctx))
         stack.enter_context(run_context(run))
-        if threading.current_thread() is threading.main_thread():
-            for attempt in attempts:
-                attempt.run()
-                done += _record(run, [attempt])
-            return done
-        for attempt in attempts:
-            attempt.start()
-        running = set(attempts)
-        while running:
-            finished = _ended(ended, running)
-            for attempt in finished:
-                attempt.finish()
-            running.difference_update(finished)
-            done += _record(run, finished)
+        return _run_at_once(run, attempts, ended)
+
+
+def _run_at_once(
+    run: Run, attempts: list["_Attempt"], ended: "SimpleQueue[_Attempt]"
+) -> list[Execution]:
+    """Start every attempt, record each group that ends together as it ends. An outcome the
+    writer could not take (busy, Redis down) is tried again with the next group, and last once
+    every tool has ended: a retry of the message (what a last failure raises) never runs a
+    tool again while it still runs here."""
+    for attempt in attempts:
+        attempt.start()
+    done: list[Execution] = []
+    unrecorded: list[_Attempt] = []
+    running = set(attempts)
+    while running:
+        finished = _ended(ended, running)
+        for attempt in finished:
+            attempt.finish()
+        running.difference_update(finished)
+        try:
+            done += _record(run, unrecorded + finished, resend=True)
+            unrecorded = []
+        except Unavailable:
+            logger.warning("run %s: outcomes not recorded yet; trying again", run.id)
+            unrecorded += finished
+    if unrecorded:
+        done += _record(run, unrecorded, resend=True)
     return done
 
 
@@ -667,9 +696,10 @@ class _Attempt:
         )
 
 
-def _record(run: Run, attempts: list[_Attempt]) -> list[Execution]:
+def _record(run: Run, attempts: list[_Attempt], *, resend: bool = False) -> list[Execution]:
     """Record the attempts' outcomes in one write (a retryable failure within its tool's retries
-    goes back to `queued` instead) and wake their waiters in one notification."""
+    goes back to `queued` instead, and with `resend` is sent again at once, due after its
+    backoff) and wake their waiters in one notification."""
     done: dict[int, Execution] = {}
     settle: list[_Attempt] = []
     for attempt in attempts:
@@ -682,12 +712,11 @@ def _record(run: Run, attempts: list[_Attempt]) -> list[Execution]:
                 run=run, seq=attempt.seq, attempt=attempt.number, error=attempt.error
             )
         ):
+            retry_in = backoff_s(attempt.number)
+            if resend:
+                dispatch_later(run=run, seq=attempt.seq, tool=tool, countdown=retry_in)
             done[attempt.seq] = Execution(
-                attempt.seq,
-                ToolCall.Status.QUEUED,
-                error=attempt.error,
-                retry_in=backoff_s(attempt.number),
-                tool=tool,
+                attempt.seq, ToolCall.Status.QUEUED, error=attempt.error, retry_in=retry_in
             )
         else:
             settle.append(attempt)

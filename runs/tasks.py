@@ -61,14 +61,10 @@ def tool_calls_execute(self: Task, tenant_id: str, run_id: str, seqs: list[int])
     (`runs.queue.dispatch_many`), and record their outcomes (idempotent, as the single-call
     task). A call that failed in a retryable way comes back on its own, after its backoff."""
     try:
-        done = queue.execute_many(tenant_id=tenant_id, run_id=run_id, seqs=seqs)
+        queue.execute_many(tenant_id=tenant_id, run_id=run_id, seqs=seqs)
     except Unavailable as exc:
         countdown = queue.backoff_s(self.request.retries + 1)
         raise self.retry(exc=exc, countdown=countdown, max_retries=UNAVAILABLE_RETRIES) from exc
-    run = queue.load_run(tenant_id=tenant_id, run_id=run_id)
-    for call in done:
-        if call.retry_in is not None and run is not None:
-            queue.dispatch_later(run=run, seq=call.seq, tool=call.tool, countdown=call.retry_in)
 
 
 @shared_task(name="runs.redispatch_lost")

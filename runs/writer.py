@@ -14,9 +14,9 @@ token lower than the highest that has written; before COMMIT the lease is confir
 renewed). A holder that stalled past its TTL therefore cannot commit (`LeaseLost`), and nothing
 of its batch is in the database.
 
-A write may come with an `after` hook: the leader calls it once for every write of the batch
-that committed with it, after the lease is released (the hand-off of async tool calls: one
-message for the calls a batch committed).
+A write may come with an `after` hook: the leader calls it once per batch, with the results of
+the batch's committed writes that came with it, after the lease is released (the hand-off of
+async tool calls: one message for the calls a batch committed).
 
 Waits are bounded: a write that no leader took within `RUN_WRITE_WAIT_S` is withdrawn and
 answered 503 `run_busy` (it was never written); a lease not granted within the same bound is
@@ -122,14 +122,16 @@ def write(run: "Run", work: Callable[[], T], *, after: After | None = None) -> T
             try:
                 later = _lead(run, queue, job, deadline)
             finally:
-                with queue.cond:
-                    queue.leading = False
-                    queue.cond.notify_all()
-                if later:  # the next leader writes meanwhile
-                    try:
-                        _run_after(run, later)
-                    finally:
-                        _answer(queue, later)
+                try:
+                    with queue.cond:
+                        queue.leading = False
+                        queue.cond.notify_all()
+                finally:
+                    if later:  # the next leader writes meanwhile
+                        try:
+                            _run_after(run, later)
+                        finally:
+                            _answer(queue, later)
             if job.done:
                 break
     if job.error is not None:
@@ -171,8 +173,8 @@ def _wait_or_lead(queue: _Queue, job: _Job, deadline: float, run_id: str) -> boo
                     retry_after=1,
                 )
             # A taken job is answered when its batch ends, which the lease wait and SQLite's
-            # busy timeout bound, and its hook (a publish, bounded by its socket timeout); poll
-            # anyway so a lost wake-up cannot hang a request.
+            # busy timeout bound, and its hook has run (a publish: as long as the broker takes
+            # to answer or refuse); poll anyway so a lost wake-up cannot hang a request.
             queue.cond.wait(remaining if not job.taken and remaining > 0 else 0.5)
         if job.done:
             return False
@@ -256,9 +258,8 @@ def _run_after(run: "Run", jobs: list[_Job]) -> None:
             logger.exception("run %s: an after-commit hook failed", run.id)
             for member in members:
                 member.after_error = exc
-        finally:
-            for member in members:
-                member.after_done = True
+        for member in members:  # not after a BaseException: each caller calls its own
+            member.after_done = True
 
 
 def _commit(run: "Run", batch: list[_Job], lease: Lease) -> None:

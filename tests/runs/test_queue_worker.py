@@ -2,9 +2,10 @@
 
 The stack runs in its own processes with its own control plane and Redis db 12 (broker, leases,
 cache, results); tests use the HTTP API and, for canvas primitives, `manage.py shell`. Every
-test runs against both pools: prefork (one call per child, SIGALRM timeouts, cancel by revoke)
-and threads (what `make worker` runs: tool threads with deadlines, cancel by notification),
-each with one call at a time so that "the only worker is busy" holds.
+test runs against both pools (`TOOL_WORKER_POOL`): prefork (one message per child, its calls in
+turn under SIGALRM, cancel by revoke) and threads (what `make worker` runs: tool threads with
+deadlines, cancel by notification), each with one message at a time so that "the only worker
+is busy" holds.
 """
 
 import contextlib
@@ -404,7 +405,8 @@ def test_calls_committed_together_travel_in_one_message_and_each_runs_once(stack
     stack.stop_workers()
     run = stack.run()
     broker = redis.Redis.from_url(BROKER_URL)
-    assert broker.set(f"agentdb:lease:{run}", "another holder", px=1000)
+    # Within the writes' wait bound (RUN_WRITE_WAIT_S, 3 s): they wait for it, then commit.
+    assert broker.set(f"agentdb:lease:{run}", "another holder", px=2000)
     with ThreadPoolExecutor(6) as pool:
         seqs = sorted(pool.map(lambda _: stack.call(run, "test.count", {}), range(6)))
     messages = [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
@@ -483,8 +485,8 @@ def test_a_quick_call_is_recorded_without_waiting_for_a_slow_one_in_its_message(
 
 
 def test_a_call_cancelled_while_waiting_its_turn_in_a_message_never_runs(stack):
-    """A prefork child runs a message's calls one after the other: one cancelled while the
-    first runs (it is claimed, so `running`) is skipped when its turn comes."""
+    """A prefork child runs a message's calls one after the other, each claimed when its turn
+    comes: one cancelled while the first runs (still `queued`) is not run."""
     if stack.pool != "prefork":
         pytest.skip("on the threads pool a message's calls all start at once")
     run = stack.run()

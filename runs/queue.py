@@ -770,10 +770,10 @@ def _call_with_alarm(tool: Tool, args: Any, ctx: ToolContext) -> Any:
     try:
         signal.setitimer(signal.ITIMER_REAL, max(ctx.remaining(), 0.001))
         try:
-            _in_tool = True
+            _in_tool = ctx
             return tool.function(args, ctx)
         finally:
-            _in_tool = False
+            _in_tool = None
             signal.setitimer(signal.ITIMER_REAL, 0)
     except _Alarm:
         raise ToolTimeout("timeout") from None
@@ -781,18 +781,32 @@ def _call_with_alarm(tool: Tool, args: Any, ctx: ToolContext) -> Any:
         signal.signal(signal.SIGALRM, previous)
 
 
-# SIGUSR1 in a prefork child: Celery's soft time limit, and a cancel's revoke. billiard raises
+# SIGUSR1 in a prefork child: Celery's soft time limit, a cancel's revoke, and a cancel of a call
+# that came in a message of several (`_cancel_local`, which names its call). billiard raises
 # SoftTimeLimitExceeded wherever the child is; raised while the child claims or records calls,
 # it would leave the run's lease held (a Redis reply half read) and block every writer of the
 # run until the lease's TTL. `_soft_interrupt` raises it only while a tool runs
-# (`_call_with_alarm`); elsewhere it is ignored (the call's status decides what is recorded, and
-# Celery's hard time limit still ends a task stuck outside its tool).
-_in_tool = False  # a prefork child's main thread is in a tool
+# (`_call_with_alarm`), and for a named call only while that call's tool runs; elsewhere it is
+# ignored (the call's status decides what is recorded, and Celery's hard time limit still ends a
+# task stuck outside its tool).
+_in_tool: ToolContext | None = None  # the call whose tool a prefork child's main thread runs
+_interrupt_for: ToolContext | None = None  # the call a cancel's SIGUSR1 is for
 
 
 def _soft_interrupt(signum: int, frame: Any) -> None:
-    if _in_tool:
+    global _interrupt_for
+    target, _interrupt_for = _interrupt_for, None
+    if _in_tool is not None and target in (None, _in_tool):
         raise SoftTimeLimitExceeded()
+
+
+def _interrupt_main_thread(ctx: ToolContext) -> None:
+    """Interrupt the tool of `ctx` if this process's main thread runs it under `_soft_interrupt`
+    (a prefork child): a non-cooperative tool stops at once instead of at its timeout."""
+    global _interrupt_for
+    if _in_tool is ctx and signal.getsignal(signal.SIGUSR1) is _soft_interrupt:
+        _interrupt_for = ctx
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)  # type: ignore[arg-type]
 
 
 @task_prerun.connect
@@ -851,9 +865,9 @@ class _ToolThread:
 
 # This process's running calls, for cancel: set their context's event. Embedded, the cancel
 # comes from this process; in a Celery worker, from the outcome notifications (`runs.waiters`):
-# a call that reached a final status elsewhere (cancelled) is stopped here. A prefork child
-# running a call alone is interrupted by the revoke as well (one in a message of several is
-# not: its task id is the message's; a cancelled one still waiting its turn does not run).
+# a call that reached a final status elsewhere (cancelled) is stopped here; a prefork child's
+# running tool is interrupted (the revoke, or `_interrupt_main_thread` for a call that came in a
+# message of several, whose task id is the message's).
 # Notifications of calls not running here are kept for a moment (the last RECENT_DONE), so a
 # cancel that landed between a claim and the tool's start still stops it.
 RECENT_DONE = 4096
@@ -889,6 +903,8 @@ def _cancel_local(run_id: str, seq: int) -> None:
                 _recent_done.popitem(last=False)
     if ctx is not None:
         ctx.cancelled.set()
+        if threading.current_thread() is not threading.main_thread():
+            _interrupt_main_thread(ctx)
 
 
 def _watch_cancels() -> None:

@@ -40,3 +40,15 @@ def count(args: Any, ctx: ToolContext) -> Any:
     entry, _ = memory_services.memory_put(key=f"runs/{ctx.run.id}/{ctx.seq}", value=ctx.attempt)
     ctx.wait(args.get("seconds", 0))
     return {"executions": entry.version}
+
+
+@tool(
+    "test.block",
+    schema={"type": "object", "properties": {"seconds": {"type": "number"}}},
+    timeout_s=120,
+    max_retries=0,
+)
+def block(args: Any, ctx: ToolContext) -> Any:
+    """Sleep, deaf to `ctx.wait` and cancels: only a signal stops it before its end."""
+    time.sleep(args.get("seconds", 60))
+    return {"slept": args.get("seconds", 60)}

@@ -501,6 +501,19 @@ def test_a_call_cancelled_while_waiting_its_turn_in_a_message_never_runs(stack):
     assert _executions(stack, run, waiting) == 0  # it never ran
 
 
+def test_cancel_of_a_running_call_in_a_message_stops_it(stack):
+    """A tool deaf to cancels (no `ctx.wait`), in a message of several: a cancel stops it (prefork:
+    its child's main thread is interrupted; threads: its thread is left behind) and the worker
+    goes on long before the tool's 60 s would have ended."""
+    run = stack.run()
+    _, blocked = _send_unpublished(stack, run, [("echo", {}), ("test.block", {"seconds": 60})])
+    stack.wait_for(run, blocked, {"running"})
+    assert stack.post(f"/api/v1/runs/{run}/tool-calls/{blocked}/cancel").status_code == 200
+    after = stack.call(run, "echo", {})  # the only worker takes it once the message is done
+    stack.wait_for(run, after, {"succeeded"})  # within DEADLINE_S (30 s), not after 60 s
+    assert stack.get(f"/api/v1/runs/{run}/tool-calls/{blocked}").json()["status"] == "cancelled"
+
+
 def test_a_worker_killed_mid_message_of_several_calls_records_each_once(stack):
     """kill -9 while a message of several calls runs: the message is delivered again, and each
     of its calls (and of the message behind it) is recorded once, by its last attempt."""

@@ -51,3 +51,21 @@ def test_inside_a_tool_sigusr1_interrupts_it(prefork_child_handler):
         queue._call_with_alarm(tool, {}, ctx)
     os.kill(os.getpid(), signal.SIGUSR1)  # after the tool: ignored again
     time.sleep(0.05)
+
+
+def test_a_cancel_interrupts_the_tool_of_its_own_call_only(prefork_child_handler):
+    """What a cancel does in a prefork child for a call that came in a message of several: the
+    listener thread interrupts the main thread's tool, if it is that call's."""
+
+    def sleeper(args, ctx: ToolContext):
+        time.sleep(args["seconds"])  # not cooperative: only the signal ends it early
+        return "slept"
+
+    tool = Tool("test.sleeper", sleeper, {}, 10, 0, "", None)
+    running = ToolContext(tenant=None, run=None, seq=1, attempt=1, deadline=time.monotonic() + 10)
+    other = ToolContext(tenant=None, run=None, seq=2, attempt=1, deadline=time.monotonic() + 10)
+    threading.Timer(0.1, queue._interrupt_main_thread, args=(other,)).start()
+    assert queue._call_with_alarm(tool, {"seconds": 0.5}, running) == "slept"  # not its call
+    threading.Timer(0.2, queue._interrupt_main_thread, args=(running,)).start()
+    with pytest.raises(SoftTimeLimitExceeded):  # its call: it would have slept 5 s
+        queue._call_with_alarm(tool, {"seconds": 5}, running)

@@ -796,7 +796,7 @@ _interrupt_for: ToolContext | None = None  # the call a cancel's SIGUSR1 is for
 def _soft_interrupt(signum: int, frame: Any) -> None:
     global _interrupt_for
     target, _interrupt_for = _interrupt_for, None
-    if _in_tool is not None and target in (None, _in_tool):
+    if _in_tool is not None and (target is None or target is _in_tool):
         raise SoftTimeLimitExceeded()
 
 

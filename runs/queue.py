@@ -771,6 +771,8 @@ def _call_with_alarm(tool: Tool, args: Any, ctx: ToolContext) -> Any:
         signal.setitimer(signal.ITIMER_REAL, max(ctx.remaining(), 0.001))
         try:
             _in_tool = ctx
+            if ctx.cancelled.is_set():  # cancelled before `_in_tool` named it: not signalled
+                raise ToolCancelled("The call was cancelled before it ran.")
             return tool.function(args, ctx)
         finally:
             _in_tool = None

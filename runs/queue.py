@@ -38,7 +38,7 @@ from billiard.pool import soft_timeout_sighandler as billiard_soft_timeout
 from celery import chord
 from celery.canvas import Signature
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import task_prerun
+from celery.signals import task_prerun, worker_process_init
 from django.conf import settings
 from django.db import DatabaseError, connections
 from django.utils import timezone
@@ -640,13 +640,7 @@ class _Attempt:
     def run(self) -> None:
         """Run the tool here (SIGALRM in the main thread) or in a thread of its own."""
         self._begin()
-
-        def call(tool: Tool) -> Any:
-            if self.ctx.cancelled.is_set():  # cancelled while it waited its turn
-                raise ToolCancelled("The call was cancelled before it ran.")
-            return _call(tool, self.call.args, self.ctx)
-
-        self._outcome(call)
+        self._outcome(lambda tool: _call(tool, self.call.args, self.ctx))
 
     def start(self) -> None:
         """Start the tool in a thread of its own; `finish` takes its outcome."""
@@ -754,9 +748,12 @@ class _Alarm(BaseException):
 
 
 def _call(tool: Tool, args: Any, ctx: ToolContext) -> Any:
-    """Run the tool, stopping it at `ctx.deadline` (see the module's docstring)."""
+    """Run the tool, stopping it at `ctx.deadline` (see the module's docstring); a call
+    cancelled before its tool starts (while it waited its turn) does not start."""
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
         return _call_with_alarm(tool, args, ctx)
+    if ctx.cancelled.is_set():
+        raise ToolCancelled("The call was cancelled before it ran.")
     return _call_in_thread(tool, args, ctx)
 
 
@@ -771,7 +768,7 @@ def _call_with_alarm(tool: Tool, args: Any, ctx: ToolContext) -> Any:
         signal.setitimer(signal.ITIMER_REAL, max(ctx.remaining(), 0.001))
         try:
             _in_tool = ctx
-            if ctx.cancelled.is_set():  # cancelled before `_in_tool` named it: not signalled
+            if ctx.cancelled.is_set():  # checked once `_in_tool` names it: a cancel signals
                 raise ToolCancelled("The call was cancelled before it ran.")
             return tool.function(args, ctx)
         finally:
@@ -811,14 +808,18 @@ def _interrupt_main_thread(ctx: ToolContext) -> None:
         signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)  # type: ignore[arg-type]
 
 
-@task_prerun.connect
 def _interrupt_only_tools(**_: Any) -> None:
-    """Before each task of a prefork child: put `_soft_interrupt` in place of billiard's."""
-    if (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGUSR1) is billiard_soft_timeout
-    ):
+    """Before each task of a prefork child: put `_soft_interrupt` in place of billiard's (which
+    billiard installs after `worker_process_init`, so not there)."""
+    if signal.getsignal(signal.SIGUSR1) is billiard_soft_timeout:
         signal.signal(signal.SIGUSR1, _soft_interrupt)
+
+
+@worker_process_init.connect
+def _in_a_prefork_child(**_: Any) -> None:
+    """Only prefork children take `_interrupt_only_tools` before each task: a receiver of
+    `task_prerun` makes Celery send it for every task, on the threads pool too."""
+    task_prerun.connect(_interrupt_only_tools, weak=False)
 
 
 def _call_in_thread(tool: Tool, args: Any, ctx: ToolContext) -> Any:

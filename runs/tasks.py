@@ -38,10 +38,7 @@ def tool_call_execute(self: Task, tenant_id: str, run_id: str, seq: int) -> dict
     try:
         done = queue.execute(tenant_id=tenant_id, run_id=run_id, seq=seq)
     except Unavailable as exc:
-        countdown = queue.backoff_s(self.request.retries + 1)
-        # Past its last retry the call stays queued with no message: `redispatch_lost` sends
-        # it again.
-        raise self.retry(exc=exc, countdown=countdown, max_retries=UNAVAILABLE_RETRIES) from exc
+        raise _retry_later(self, exc) from exc
     if done.retry_in is not None:
         # The attempt count lives in the run database; Celery's own count is not the limit.
         raise self.retry(countdown=done.retry_in, max_retries=None)
@@ -63,8 +60,14 @@ def tool_calls_execute(self: Task, tenant_id: str, run_id: str, seqs: list[int])
     try:
         queue.execute_many(tenant_id=tenant_id, run_id=run_id, seqs=seqs)
     except Unavailable as exc:
-        countdown = queue.backoff_s(self.request.retries + 1)
-        raise self.retry(exc=exc, countdown=countdown, max_retries=UNAVAILABLE_RETRIES) from exc
+        raise _retry_later(self, exc) from exc
+
+
+def _retry_later(task: Task, exc: Unavailable) -> BaseException:
+    """The task's retry after a backoff: the run's writer was busy or Redis unreachable. Past
+    its last retry the calls stay queued with no message: `redispatch_lost` sends them again."""
+    countdown = queue.backoff_s(task.request.retries + 1)
+    return task.retry(exc=exc, countdown=countdown, max_retries=UNAVAILABLE_RETRIES)
 
 
 @shared_task(name="runs.redispatch_lost")

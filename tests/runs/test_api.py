@@ -70,6 +70,60 @@ def test_tool_call_lifecycle_with_gapless_seqs(post, api, run_id):
     assert [c["seq"] for c in rest["items"]] == [4, 5] and rest["next"] is None
 
 
+def test_tool_call_answers_are_the_schema_dump_of_the_stored_row(post, api, run_id):
+    """The tool-call endpoints build their body by hand (decision 0058): it must be exactly
+    what ToolCallOut (the documented schema) makes of the stored row, for every field."""
+    import json
+
+    from ninja.responses import NinjaJSONEncoder
+
+    from runs.schemas import ToolCallOut
+
+    base = f"/api/v1/runs/{run_id}/tool-calls"
+    recorded = post(
+        base, {"name": "pay", "args": {"amount": 5.5, "to": ["é"]}, "idempotency_key": "k"}
+    )
+    post(base, {"name": "search", "args": None})
+    post(base, {"name": "fetch", "args": [1, "x"]})
+    completed = post(
+        f"{base}/1",
+        {
+            "result": {"ok": True, "n": 2**40},
+            "started_at": "2026-11-30T10:00:00.123456+02:00",
+            "duration_ms": 12,
+            "input_tokens": 7,
+            "output_tokens": 9,
+            "cost_usd": 0.25,
+        },
+        method="patch",
+    )
+    failed = post(f"{base}/2", {"error": "boom"}, method="patch")
+    replay = post(
+        base, {"name": "pay", "args": {"amount": 5.5, "to": ["é"]}, "idempotency_key": "k"}
+    )
+    listed = api.get(base).json()["items"]
+
+    run = Run.objects.get(id=run_id)
+    with run_context(run):
+        stored = {c.seq: c for c in ToolCall.objects.all()}
+
+    def schema(seq: int) -> dict:
+        out = ToolCallOut.model_validate(stored[seq], from_attributes=True).model_dump()
+        return json.loads(json.dumps(out, cls=NinjaJSONEncoder))
+
+    assert sorted(stored) == [1, 2, 3] and len(listed) == 3
+    for seq in stored:
+        got = api.get(f"{base}/{seq}")
+        assert got["Content-Type"] == "application/json; charset=utf-8"
+        assert got.json() == schema(seq)
+        assert list(got.json()) == list(ToolCallOut.model_fields)
+    assert listed == [schema(seq) for seq in (1, 2, 3)]
+    assert completed.json() == schema(1) and failed.json() == schema(2) == listed[1]
+    assert replay.status_code == 200 and replay.json() == schema(1)
+    assert schema(1)["duration_ms"] == 12.0 and schema(1)["started_at"].endswith("Z")
+    assert recorded.status_code == 201 and recorded.json()["seq"] == 1
+
+
 def test_idempotent_retry_returns_the_same_call(post, run_id):
     base = f"/api/v1/runs/{run_id}/tool-calls"
     body = {"name": "pay", "args": {"amount": 5}, "idempotency_key": "k-1"}

@@ -1,14 +1,12 @@
 """Run endpoints. The middleware has bound the API key's tenant; every run id is looked up
 within that tenant, so another tenant's run is the same 404 as an unknown one."""
 
-import json
 import re
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import Header, Path, Query, Router, Status
-from ninja.responses import NinjaJSONEncoder
 
 from project.exceptions import BadRequest, InvalidInput
 from project.schemas import ErrorOut
@@ -63,8 +61,9 @@ def _run_out(run: Run, *, live: bool) -> RunOut:
 
 
 # ToolCallOut's fields, in its order. A tool call's answer is built from the model's own
-# attributes and encoded as ninja encodes a schema: validating our own row into ToolCallOut and
-# dumping it again cost ~80 us a request on the hottest endpoints (decision 0058).
+# attributes and rendered by the API's renderer, as ninja renders a schema's dump: validating
+# our own row into ToolCallOut and dumping it again was about a quarter of a one-row GET's CPU
+# (decision 0058).
 _CALL_FIELDS = tuple(ToolCallOut.model_fields)
 
 
@@ -72,16 +71,19 @@ def _call_body(call: ToolCall) -> dict[str, Any]:
     return {field: getattr(call, field) for field in _CALL_FIELDS}
 
 
-def _call_response(call: ToolCall, status: int = 200) -> HttpResponse:
+def _call_response(request: HttpRequest, call: ToolCall, status: int = 200) -> HttpResponse:
     """Answer one tool call, as ToolCallOut (the schema the OpenAPI document shows)."""
-    return _json(_call_body(call), status)
+    return _rendered(request, _call_body(call), status)
 
 
-def _json(body: Any, status: int) -> HttpResponse:
+def _rendered(request: HttpRequest, body: Any, status: int) -> HttpResponse:
+    """`body` as the API renders every answer (its renderer and content type)."""
+    from project.api import api  # it imports this module to mount the router
+
     return HttpResponse(
-        json.dumps(body, cls=NinjaJSONEncoder),
+        api.renderer.render(request, body, response_status=status),
         status=status,
-        content_type="application/json; charset=utf-8",
+        content_type=api.get_content_type(),
     )
 
 
@@ -132,11 +134,11 @@ def tool_call_record(request: HttpRequest, body: ToolCallIn, run_id: str = RUN_I
         call, created = services.tool_call_enqueue(
             run=_run(run_id), name=body.name, args=body.args, idempotency_key=body.idempotency_key
         )
-        return _call_response(call, 202 if created else 200)
+        return _call_response(request, call, 202 if created else 200)
     call, created = services.tool_call_record(
         run=_run(run_id), name=body.name, args=body.args, idempotency_key=body.idempotency_key
     )
-    return _call_response(call, 201 if created else 200)
+    return _call_response(request, call, 201 if created else 200)
 
 
 @router.post(
@@ -145,7 +147,7 @@ def tool_call_record(request: HttpRequest, body: ToolCallIn, run_id: str = RUN_I
     summary="Cancel a queued or running async call (409 `not_cancellable` otherwise)",
 )
 def tool_call_cancel(request: HttpRequest, run_id: str = RUN_ID, seq: int = SEQ) -> HttpResponse:
-    return _call_response(queue.tool_call_cancel(run=_run(run_id), seq=seq))
+    return _call_response(request, queue.tool_call_cancel(run=_run(run_id), seq=seq))
 
 
 @router.patch(
@@ -167,7 +169,9 @@ def tool_call_complete(
         output_tokens=body.output_tokens,
         cost_usd=body.cost_usd,
     )
-    return _call_response(services.tool_call_complete(run=_run(run_id), seq=seq, outcome=outcome))
+    return _call_response(
+        request, services.tool_call_complete(run=_run(run_id), seq=seq, outcome=outcome)
+    )
 
 
 @router.get("/runs/{run_id}/tool-calls", response={200: ToolCallPage, **COMMON})
@@ -175,7 +179,7 @@ def tool_calls_list(
     request: HttpRequest, run_id: str = RUN_ID, after: int = AFTER, limit: int = LIMIT
 ) -> HttpResponse:
     calls, next_after = selectors.tool_calls_list(run=_run(run_id), after=after, limit=limit)
-    return _json({"items": [_call_body(c) for c in calls], "next": next_after}, 200)
+    return _rendered(request, {"items": [_call_body(c) for c in calls], "next": next_after}, 200)
 
 
 @router.get(
@@ -198,13 +202,13 @@ def tool_call_get(
 ) -> HttpResponse:
     run = _run(run_id)
     if wait == 0:
-        return _call_response(selectors.tool_call_get(run=run, seq=seq))
+        return _call_response(request, selectors.tool_call_get(run=run, seq=seq))
     if wait > settings.TOOL_CALL_WAIT_MAX_S:
         raise InvalidInput(
             f"wait={wait:g} is above TOOL_CALL_WAIT_MAX_S ({settings.TOOL_CALL_WAIT_MAX_S:g}); "
             "wait again after the answer instead."
         )
-    return _call_response(queue.tool_call_wait(run=run, seq=seq, wait_s=wait))
+    return _call_response(request, queue.tool_call_wait(run=run, seq=seq, wait_s=wait))
 
 
 @router.post(

@@ -11,8 +11,10 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from audit.verify import verify_file
+from project.api import api as ninja_api
 from runs import services
 from runs.models import Run, ToolCall
+from runs.schemas import ToolCallOut, ToolCallPage
 from tenancy.context import run_context
 from tenancy.paths import absolute
 from tenancy.rows import instance_from_stored, update_stored
@@ -71,20 +73,13 @@ def test_tool_call_lifecycle_with_gapless_seqs(post, api, run_id):
 
 
 def test_tool_call_answers_are_the_schema_dump_of_the_stored_row(post, api, run_id):
-    """The tool-call endpoints build their body by hand (decision 0058): it must be exactly
-    what ToolCallOut (the documented schema) makes of the stored row, for every field."""
-    import json
-
-    from ninja.responses import NinjaJSONEncoder
-
-    from runs.schemas import ToolCallOut
-
+    """The tool-call endpoints build their body by hand (decision 0058): byte for byte, it must
+    be what ninja made of ToolCallOut (the documented schema) validated from the stored row."""
     base = f"/api/v1/runs/{run_id}/tool-calls"
-    recorded = post(
-        base, {"name": "pay", "args": {"amount": 5.5, "to": ["é"]}, "idempotency_key": "k"}
-    )
+    paid = {"name": "pay", "args": {"amount": 5.5, "to": ["é"]}, "idempotency_key": "k"}
+    recorded = post(base, paid)
     post(base, {"name": "search", "args": None})
-    post(base, {"name": "fetch", "args": [1, "x"]})
+    untouched = post(base, {"name": "fetch", "args": [1, "x"]})
     completed = post(
         f"{base}/1",
         {
@@ -98,30 +93,32 @@ def test_tool_call_answers_are_the_schema_dump_of_the_stored_row(post, api, run_
         method="patch",
     )
     failed = post(f"{base}/2", {"error": "boom"}, method="patch")
-    replay = post(
-        base, {"name": "pay", "args": {"amount": 5.5, "to": ["é"]}, "idempotency_key": "k"}
-    )
-    listed = api.get(base).json()["items"]
+    replay = post(base, paid)
+    listed = api.get(base)
+    got = {seq: api.get(f"{base}/{seq}") for seq in (1, 2, 3)}
 
     run = Run.objects.get(id=run_id)
     with run_context(run):
         stored = {c.seq: c for c in ToolCall.objects.all()}
+    assert sorted(stored) == [1, 2, 3]
 
-    def schema(seq: int) -> dict:
-        out = ToolCallOut.model_validate(stored[seq], from_attributes=True).model_dump()
-        return json.loads(json.dumps(out, cls=NinjaJSONEncoder))
+    def rendered(schema) -> bytes:
+        return ninja_api.renderer.render(None, schema.model_dump(), response_status=200).encode()
 
-    assert sorted(stored) == [1, 2, 3] and len(listed) == 3
-    for seq in stored:
-        got = api.get(f"{base}/{seq}")
-        assert got["Content-Type"] == "application/json; charset=utf-8"
-        assert got.json() == schema(seq)
-        assert list(got.json()) == list(ToolCallOut.model_fields)
-    assert listed == [schema(seq) for seq in (1, 2, 3)]
-    assert completed.json() == schema(1) and failed.json() == schema(2) == listed[1]
-    assert replay.status_code == 200 and replay.json() == schema(1)
-    assert schema(1)["duration_ms"] == 12.0 and schema(1)["started_at"].endswith("Z")
-    assert recorded.status_code == 201 and recorded.json()["seq"] == 1
+    def expected(seq: int) -> bytes:
+        return rendered(ToolCallOut.model_validate(stored[seq], from_attributes=True))
+
+    answers = [recorded, untouched, completed, failed, replay, listed, *got.values()]
+    assert [a.status_code for a in answers] == [201, 201, 200, 200, 200, 200, 200, 200, 200]
+    assert {a["Content-Type"] for a in answers} == {ninja_api.get_content_type()}
+    assert untouched.content == got[3].content == expected(3)
+    assert completed.content == replay.content == got[1].content == expected(1)
+    assert failed.content == got[2].content == expected(2)
+    page = ToolCallPage.model_validate({"items": [stored[s] for s in (1, 2, 3)], "next": None})
+    assert listed.content == rendered(page)
+    # What the comparison covers: floats stay floats, datetimes read back in UTC, every field.
+    assert b'"duration_ms": 12.0' in completed.content and b"+02:00" not in completed.content
+    assert list(got[1].json()) == list(ToolCallOut.model_fields)
 
 
 def test_idempotent_retry_returns_the_same_call(post, run_id):

@@ -6,6 +6,7 @@ import time
 import pytest
 import requests
 
+from runs.schemas import ToolCallOut
 from tests.processes import manage
 from tools.exceptions import SqlNotAllowed
 from tools.registry import ToolContext, registry
@@ -161,6 +162,7 @@ def test_embedded_async_call_runs_on_the_in_process_pool(server):
         timeout=10,
     )
     assert queued.status_code == 202 and queued.json()["status"] == "queued"
+    assert list(queued.json()) == list(ToolCallOut.model_fields)  # built by hand: decision 0058
     seq = queued.json()["seq"]
     call = requests.get(
         f"{api}/runs/{run}/tool-calls/{seq}", params={"wait": 10}, headers=headers, timeout=20
@@ -184,6 +186,7 @@ def test_embedded_async_call_runs_on_the_in_process_pool(server):
         f"{api}/runs/{run}/tool-calls/{slow}/cancel", headers=headers, timeout=10
     )
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert list(cancelled.json()) == list(ToolCallOut.model_fields)
     # Every transition (queued, running, succeeded, cancelled) is in the run's audit trail.
     verified = manage(server.env, "verify_run", run, check=False)
     assert verified.returncode == 0 and "OK" in verified.stdout, verified.stdout + verified.stderr

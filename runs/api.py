@@ -80,11 +80,7 @@ def _rendered(request: HttpRequest, body: Any, status: int) -> HttpResponse:
     """`body` as the API renders every answer (its renderer and content type)."""
     from project.api import api  # it imports this module to mount the router
 
-    return HttpResponse(
-        api.renderer.render(request, body, response_status=status),
-        status=status,
-        content_type=api.get_content_type(),
-    )
+    return api.create_response(request, body, status=status)
 
 
 def _event_out(event: Event) -> EventOut:

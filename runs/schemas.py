@@ -1,10 +1,11 @@
 """Request and response schemas of the runs API. Every limit here is in the OpenAPI schema."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NotRequired
 
 from ninja import Schema
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -42,8 +43,14 @@ def _iso_string(value: Any) -> Any:
     return value
 
 
-# JSON has no date-time type: parse the string (strict mode would refuse any), nothing else.
-IsoDatetime = Annotated[AwareDatetime, StrictType(False), BeforeValidator(_iso_string)]
+# JSON has no date-time type: parse the string (strict mode would refuse any), nothing else;
+# held in UTC from then on, as the database reads it back (an answer then matches a later GET).
+IsoDatetime = Annotated[
+    AwareDatetime,
+    StrictType(False),
+    BeforeValidator(_iso_string),
+    AfterValidator(lambda moment: moment.astimezone(UTC)),
+]
 
 
 class RunIn(Strict):

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pydantic_core
@@ -214,8 +214,6 @@ def tool_call_complete(*, run: Run, seq: int, outcome: Outcome) -> ToolCall:
         timings = ("started_at", "duration_ms", "input_tokens", "output_tokens", "cost_usd")
         for field in timings:
             setattr(call, field, getattr(outcome, field))
-        if call.started_at is not None:  # answered as a GET reads it back: in UTC
-            call.started_at = call.started_at.astimezone(UTC)
         call.save(update_fields=["status", "result", "error", "completed_at", *timings])
         audit.run_append_row("outcome", "runs_toolcall", "seq", seq)
         return call

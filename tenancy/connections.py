@@ -430,7 +430,16 @@ class _Pool:
             _close_quietly(old)
 
     def _pop_oldest(self) -> "TenancyWrapper":
-        alias, stack = next(iter(self._idle.items()))
+        """Take the idle connection to close: the oldest spare copy of a database that has
+        several idle, else the one of the least recently returned database. Spare copies go
+        first, so that as many databases as the pool holds stay open once each: a copy
+        opened for a concurrent request to a busy database would otherwise push the only
+        idle connection of another database out, and its next request would open it again."""
+        victim = None
+        if self.size > len(self._idle):  # some database has spare copies
+            victim = next(a for a, stack in self._idle.items() if len(stack) > 1)
+        alias = victim if victim is not None else next(iter(self._idle))
+        stack = self._idle[alias]
         conn = stack.pop(0)
         if not stack:
             del self._idle[alias]

@@ -70,6 +70,34 @@ def test_a_thread_over_its_share_closes_its_oldest_and_the_pool_keeps_at_most_it
     assert tenant_connections.idle_aliases() == []
 
 
+@pytest.mark.django_db(transaction=True)  # another thread opens a file: its gate reads the registry
+def test_the_pool_closes_a_spare_copy_before_the_only_idle_connection_of_another_database(
+    settings,
+):
+    """Past its limit the pool closes the oldest spare copy of a database that has several idle
+    (opened for two concurrent requests to it), not the least recently returned database's only
+    one: that database's next request would open its file again."""
+    settings.TENANCY_IDLE_CONNECTIONS = 3
+    older, older_alias = idle_in_the_pool("older")
+    busy = tenant_create(slug="busy")
+    busy_alias = tenant_alias(busy.id)
+    touch_all([busy])  # this thread holds busy's connection...
+    # ...so a concurrent request to it opens a second one, and gives it back when it ends.
+    assert in_another_thread(lambda: touch_all([busy])) is None
+    tenant_connections.give_back()
+    newest = tenant_create(slug="newest")
+    touch_all([newest])
+    before = tenant_connections.open_count()
+    tenant_connections.give_back()  # 4 idle, limit 3: one of busy's two copies is closed
+
+    assert tenant_connections.idle_aliases() == [older_alias, busy_alias, tenant_alias(newest.id)]
+    assert tenant_connections.open_count() == before - 1 == 3
+    # Each of the three is served from the pool: no file is opened again.
+    assert in_another_thread(lambda: touch_all([older, busy, newest])) is None
+    assert tenant_connections.open_count() == 3
+    tenant_connections.close_all()
+
+
 def test_a_connection_given_back_serves_the_next_thread_without_opening_the_file():
     tenant = tenant_create(slug="shared")
     alias = f"tenant__{tenant.id}"

@@ -1,8 +1,9 @@
 """One hot run: writes per second through the run's single writer, driven by `wrk`.
 
-Servers run as `make run` starts them (gunicorn gthread, 2 processes x 8 threads, access log
-off) in Redis mode (leases in Redis); `wrk` (a C client, so the client costs little of the two
-cores) drives one run at a time, each case for `--seconds`, and prints one JSON object:
+Servers run as `make run` starts them (gunicorn gthread, 2 processes x 8 threads unless
+`WEB_CONCURRENCY` / `WEB_THREADS` say otherwise, access log off) in Redis mode (leases in
+Redis); `wrk` (a C client, so the client costs little of the two cores) drives one run at a
+time, each case for `--seconds`, and prints one JSON object:
 
 - `single_posts_per_s_c{1,16,64}` / `_p50_ms_` / `_p99_ms_`: `POST /runs/{id}/tool-calls`;
 - `batch_events_per_s`: `POST /runs/{id}/events` with `--batch` events a request (c=16);
@@ -36,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
-from bench.loadgen import wrk_command  # noqa: E402
+from bench.loadgen import server_shape, wrk_command  # noqa: E402
 from tests.processes import (  # noqa: E402
     free_port,
     manage,
@@ -153,7 +154,7 @@ def main() -> None:
     events = json.dumps({"events": [{"kind": "step", "payload": payload}] * args.batch})
     out: dict[str, object] = {
         "bench": "hot_run",
-        "server": "gunicorn gthread, 2 processes x 8 threads, Redis leases",
+        "server": f"gunicorn gthread, {server_shape()} threads, Redis leases",
         "seconds_per_case": args.seconds,
         "events_per_batch": args.batch,
     }

@@ -13,6 +13,12 @@ from pathlib import Path
 LUA = Path(__file__).resolve().parent / "wrk" / "toolcalls.lua"
 
 
+def server_shape() -> str:
+    """gunicorn processes x threads as `make run` starts them here (WEB_CONCURRENCY, WEB_THREADS
+    pass through to the servers the benches start)."""
+    return f"{os.environ.get('WEB_CONCURRENCY', '2')} x {os.environ.get('WEB_THREADS', '8')}"
+
+
 def require_wrk() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk (make bench-peers does it)")

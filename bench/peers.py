@@ -3,8 +3,9 @@
 Three servers on loopback, the same data in each (10 tenants x 10 runs, `--seed-calls` tool
 calls per run), the same two endpoints:
 
-- `ours`: this project as `make run` starts it (gunicorn gthread, 2 processes x 8 threads,
-  embedded mode unless `--redis-url`), access log off;
+- `ours`: this project as `make run` starts it (gunicorn gthread, 2 processes x 8 threads unless
+  `WEB_CONCURRENCY` / `WEB_THREADS` say otherwise, embedded mode unless `--redis-url`), access
+  log off;
 - `dt`: django-tenants (`bench/peers/dt`): a schema per tenant, `TenantMainMiddleware` routing
   by Host (`t<i>.peers.test`, sent by wrk), gunicorn sync x `--peer-workers`, persistent
   connections;
@@ -53,6 +54,7 @@ from bench.loadgen import (  # noqa: E402
     gunicorn_workers,
     require_wrk,
     rss_mib,
+    server_shape,
     write_targets,
     wrk,
 )
@@ -312,7 +314,7 @@ def main() -> None:
         "tenants": args.tenants,
         "runs_per_tenant": args.runs,
         "servers": (
-            "agentdb gunicorn gthread 2 x 8 "
+            f"agentdb gunicorn gthread {server_shape()} "
             + ("(Redis)" if args.redis_url else "(embedded)")
             + f", the peers gunicorn sync x {args.peer_workers} on PostgreSQL "
             + psycopg.connect(args.pg).execute("SHOW server_version").fetchone()[0]

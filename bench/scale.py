@@ -5,7 +5,8 @@ Registers `--tenants` tenants (default 100,000) in bulk: template copies written
 `tenant_create` writes. Then `--hot-tenants` tenants (10) get an API key and `--hot-runs` runs
 each (10), and `--spread-tenants` other tenants (10,000, drawn at random) a key and one run each,
 through the services; every run gets `--seed-calls` tool calls over HTTP. The server runs as
-`make run` starts it (gunicorn gthread 2 x 8, embedded unless `--redis-url`).
+`make run` starts it (gunicorn gthread 2 x 8 unless `WEB_CONCURRENCY` / `WEB_THREADS` say
+otherwise, embedded unless `--redis-url`).
 
 `wrk` (bench/wrk/toolcalls.lua) then drives the same mix as bench/peers.py, POST and GET tool
 calls at each of `--connections`, over the hot runs ("hot": the same connections stay open) and
@@ -53,6 +54,7 @@ from bench.loadgen import (  # noqa: E402
     gunicorn_workers,
     require_wrk,
     rss_mib,
+    server_shape,
     write_targets,
     wrk,
 )
@@ -206,7 +208,8 @@ def main() -> None:
         "spread_runs": spread,
         "seconds_per_round": args.seconds,
         "rounds": args.rounds,
-        "server": "gunicorn gthread 2 x 8 " + ("(Redis)" if args.redis_url else "(embedded)"),
+        "server": f"gunicorn gthread {server_shape()} "
+        + ("(Redis)" if args.redis_url else "(embedded)"),
     }
     rounds: dict[tuple[str, str, int], list[dict]] = {}
     worker_rss: dict[str, float] = {}

@@ -154,7 +154,7 @@ def main() -> None:
     events = json.dumps({"events": [{"kind": "step", "payload": payload}] * args.batch})
     out: dict[str, object] = {
         "bench": "hot_run",
-        "server": f"gunicorn gthread, {server_shape()} threads, Redis leases",
+        "server": f"gunicorn gthread, {server_shape()} (processes x threads), Redis leases",
         "seconds_per_case": args.seconds,
         "events_per_batch": args.batch,
     }

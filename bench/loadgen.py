@@ -14,8 +14,8 @@ LUA = Path(__file__).resolve().parent / "wrk" / "toolcalls.lua"
 
 
 def server_shape() -> str:
-    """gunicorn processes x threads as `make run` starts them here (WEB_CONCURRENCY, WEB_THREADS
-    pass through to the servers the benches start)."""
+    """Return gunicorn's processes x threads as the benches' servers run them (`make run`'s
+    defaults, or WEB_CONCURRENCY / WEB_THREADS, which pass through to those servers)."""
     return f"{os.environ.get('WEB_CONCURRENCY', '2')} x {os.environ.get('WEB_THREADS', '8')}"
 
 

@@ -182,8 +182,78 @@ class _OpenCount:
 _open = _OpenCount()
 
 
+class _DeferredCloses:
+    """Database descriptors SQLite keeps open after their connection closed (decision 0060).
+
+    SQLite's unix VFS does not close a connection's database descriptor while another
+    connection of this process holds a lock on the same file (every idle WAL connection holds a
+    shared one): closing it would drop the other's POSIX locks. The descriptor waits on the file
+    until its last connection closes, or is reused by the next connection that opens the file.
+    Until then the closed connection's budget slot stays taken, so that the budget counts the
+    descriptors that are really open.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # (device, inode) of a database file -> [connections open to it, deferred descriptors]
+        self._files: dict[tuple[int, int], list[int]] = {}
+
+    def opened(self, key: tuple[int, int]) -> None:
+        """Count a connection opened to `key`; one opened while a descriptor of that file
+        waited reused it (SQLite looks for one first), and that descriptor's slot is free."""
+        with self._lock:
+            counts = self._files.setdefault(key, [0, 0])
+            counts[0] += 1
+            reused = counts[1] > 0
+            if reused:
+                counts[1] -= 1
+        if reused:
+            _open.give_back()
+
+    def closed(self, key: tuple[int, int]) -> bool:
+        """Count a connection to `key` closed; True if SQLite kept its descriptor (its slot
+        stays taken). The file's last connection frees every slot kept for it."""
+        with self._lock:
+            counts = self._files.get(key)
+            if counts is None:
+                return False
+            counts[0] -= 1
+            if counts[0] > 0:
+                counts[1] += 1
+                return True
+            del self._files[key]
+        for _ in range(counts[1]):
+            _open.give_back()
+        return False
+
+    def deferred(self) -> int:
+        """Return how many closed connections' descriptors SQLite still keeps open."""
+        with self._lock:
+            return sum(counts[1] for counts in self._files.values())
+
+
+_deferred = _DeferredCloses()
+
+
+class _Slot:
+    """A connection's place in the budget; `key` is its file once open (see `_release`)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self) -> None:
+        self.key: tuple[int, int] | None = None
+
+
+def _release(slot: _Slot) -> None:
+    """Give a closed (or collected) connection's slot back, unless SQLite kept its descriptor."""
+    if slot.key is not None and _deferred.closed(slot.key):
+        return
+    _open.give_back()
+
+
 def open_count() -> int:
-    """Return how many tenant/run connections this process has open (all threads)."""
+    """Return how many tenant/run connections this process has open (all threads), counting a
+    closed one whose descriptor SQLite still keeps (`_DeferredCloses`)."""
     return _open.value
 
 
@@ -233,6 +303,7 @@ class TenancyWrapper(SQLiteWrapper):
         self._wal_path = faults.wal_path(path)
         self.borrowed_at_release = 0  # `_releases` when this thread took it (see `_return`)
         self._slot: weakref.finalize | None = None
+        self._slot_place: _Slot | None = None
 
     @cached_property
     def wrap_database_errors(self) -> DatabaseErrorWrapper:  # type: ignore[override]
@@ -291,6 +362,9 @@ class TenancyWrapper(SQLiteWrapper):
             raise self._fail(faults.Fault.DAMAGED, "the file was replaced while being opened")
         wal = os.stat(self._wal_path)  # journal_mode=WAL has opened it
         self._identity = (after.st_dev, after.st_ino, wal.st_dev, wal.st_ino)
+        if self._slot_place is not None:
+            self._slot_place.key = (after.st_dev, after.st_ino)
+            _deferred.opened(self._slot_place.key)
         self._size, self._mtime_ns = after.st_size, after.st_mtime_ns
         assert self.database is not None
         if faults.needs_recheck(self.database, self.path):
@@ -349,7 +423,8 @@ class TenancyWrapper(SQLiteWrapper):
         def taken() -> bool:
             if not _open.try_take(limit):
                 return False
-            self._slot = weakref.finalize(self, _open.give_back)
+            self._slot_place = _Slot()
+            self._slot = weakref.finalize(self, _release, self._slot_place)
             return True
 
         if taken():
@@ -372,8 +447,8 @@ class TenancyWrapper(SQLiteWrapper):
 
     def _give_slot_back(self) -> None:
         if self._slot is not None:
-            self._slot()  # runs once: the finalizer is then dead
-            self._slot = None
+            self._slot()  # `_release`, once: the finalizer is then dead
+            self._slot = self._slot_place = None
 
     def _close(self) -> None:
         try:
@@ -483,6 +558,7 @@ def _forget_pool_in_child() -> None:
     _pool = _Pool()
     _open.value = 0
     _open._lock = threading.Lock()
+    _deferred.__init__()  # type: ignore[misc]
 
 
 os.register_at_fork(after_in_child=_forget_pool_in_child)

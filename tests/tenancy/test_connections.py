@@ -1,4 +1,5 @@
 import os
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,43 @@ def test_a_thread_over_its_share_closes_its_oldest_and_the_pool_keeps_at_most_it
     tenant_connections.close_all()
     assert open_fds_under(data_dir) == 0
     assert tenant_connections.idle_aliases() == []
+
+
+def descriptors_of(path: Path) -> int:
+    """Open descriptors of this process on `path` itself (not its -wal or -shm)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+    return count
+
+
+@pytest.mark.django_db(transaction=True)  # another thread opens a file: its gate reads the registry
+def test_a_closed_copy_keeps_its_slot_while_sqlite_keeps_its_descriptor():
+    """SQLite does not close a connection's descriptor while another connection of the process
+    holds the same file open (its POSIX locks would go with it): the budget keeps counting it
+    until the file's last connection closes, and the next connection to the file reuses it."""
+    tenant = tenant_create(slug="copies")
+    path = absolute(tenant.database.path)
+    touch_all([tenant])  # this thread holds one connection to the file...
+    assert in_another_thread(lambda: touch_all([tenant])) is None  # ...another opened a second
+    assert tenant_connections.open_count() == 2
+    # Two connections, and the read-only descriptor of the file check run before the second
+    # opened (SQLite keeps it for the next check, for the same reason).
+    held = descriptors_of(path)
+    assert held >= 2
+
+    assert tenant_connections._pool.close_oldest()  # close the idle copy
+    assert descriptors_of(path) == held  # SQLite kept its descriptor...
+    assert tenant_connections.open_count() == 2  # ...and so the budget still counts it
+
+    assert in_another_thread(lambda: touch_all([tenant])) is None  # a new copy reuses it
+    assert descriptors_of(path) == held
+    assert tenant_connections.open_count() == 2
+
+    tenant_connections.close_all()  # the file's last connections: everything is released
+    assert descriptors_of(path) == 0
+    assert tenant_connections.open_count() == 0
 
 
 def test_a_connection_given_back_serves_the_next_thread_without_opening_the_file():

@@ -26,7 +26,7 @@ control_socket_disable = True
 
 # Descriptor budget (decision 0018): lift the soft limit to the hard one (capped), then give a
 # quarter of it to client sockets (`worker_connections`); tenancy.connections keeps its open
-# databases (3 descriptors each) within what is left after that and a fixed reserve.
+# databases (4 descriptors each) within what is left after that and a fixed reserve.
 _soft = 1024
 try:
     import resource

@@ -131,11 +131,11 @@ DATABASES = {"default": _control}
 DATABASE_ROUTERS = ["tenancy.router.ScopeRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# How many tenant/run connections one thread holds at once (each WAL connection holds 3 fds);
+# How many tenant/run connections one thread holds at once (each WAL connection counts 4 fds);
 # past it, its least recently used are closed (decision 0052).
 TENANCY_CONNECTIONS_PER_THREAD = _env_int("TENANCY_CONNECTIONS_PER_THREAD", 64)
 # Budgets per process (decision 0018): at most this many tenant/run connections open at once,
-# fewer if RLIMIT_NOFILE leaves less room (3 fds each, after TENANCY_FD_RESERVE, by default
+# fewer if RLIMIT_NOFILE leaves less room (4 fds each, after TENANCY_FD_RESERVE, by default
 # 32 + 8 x WEB_THREADS + a quarter of the limit for sockets); a thread holds at most its share
 # (this / WEB_THREADS). Each connection's SQLite page cache is at most SQLITE_CACHE_KIB.
 TENANCY_MAX_OPEN_DATABASES = _env_int("TENANCY_MAX_OPEN_DATABASES", 512)

@@ -15,7 +15,7 @@ not 8 times, which divides a worker's connections, descriptors and page caches b
 once (a command walking the fleet) closes its least recently used ones.
 
 Budgets (decision 0018): a process keeps at most `max_open_databases()` of these connections
-open, derived from `RLIMIT_NOFILE` (3 descriptors each) and `TENANCY_MAX_OPEN_DATABASES`, of
+open, derived from `RLIMIT_NOFILE` (4 descriptors each) and `TENANCY_MAX_OPEN_DATABASES`, of
 which at most `TENANCY_IDLE_CONNECTIONS` idle in the pool (the least recently returned are
 closed). At the budget, opening another closes idle ones first; if every connection is in use,
 the request answers 503.
@@ -29,6 +29,7 @@ import os
 import resource
 import sqlite3
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from contextlib import suppress
@@ -51,7 +52,12 @@ if TYPE_CHECKING:
     from tenants.models import Database
 
 SQLITE_PAGE_SIZE = faults.PAGE_SIZE  # SQLite's default, used by every template
-FDS_PER_CONNECTION = 3  # the database, its -wal and its -shm
+# The database, its -wal and its -shm, and the descriptor SQLite keeps open for the file check's
+# read-only connection while this one holds the file (decision 0060).
+FDS_PER_CONNECTION = 4
+# Past its limit, the idle pool closes spare copies of busy databases before the only idle
+# connection of a database returned this recently (decision 0060).
+SPARE_FIRST_S = 1.0
 # Memory of one open connection besides its page cache: SQLite's schema and statements, the
 # -shm mapping, Django's wrapper (measured ~50-150 KiB; tests/tenancy/test_faults.py).
 CONNECTION_OVERHEAD_KIB = 256
@@ -127,7 +133,7 @@ def descriptor_budget() -> int:
 
     The soft `RLIMIT_NOFILE` minus a reserve for everything else (sockets: a quarter of the
     limit, which is what gunicorn.conf.py caps `worker_connections` at; the control plane and
-    Redis per thread; Python itself), divided by 3 descriptors per WAL connection.
+    Redis per thread; Python itself), divided by `FDS_PER_CONNECTION` (4) per WAL connection.
     """
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
@@ -304,6 +310,7 @@ class TenancyWrapper(SQLiteWrapper):
         self.borrowed_at_release = 0  # `_releases` when this thread took it (see `_return`)
         self._slot: weakref.finalize | None = None
         self._slot_place: _Slot | None = None
+        self.idle_since = 0.0  # time.monotonic() when it last went into the idle pool
 
     @cached_property
     def wrap_database_errors(self) -> DatabaseErrorWrapper:  # type: ignore[override]
@@ -429,7 +436,7 @@ class TenancyWrapper(SQLiteWrapper):
 
         if taken():
             return
-        # At the budget: close idle connections of the pool, least recently returned first,
+        # At the budget: close idle connections of the pool (`_Pool._pop_oldest`'s order),
         # then this thread's own that no transaction holds (never another thread's in use).
         while _pool.close_oldest():
             if taken():
@@ -495,6 +502,7 @@ class _Pool:
         return conn
 
     def put(self, conn: "TenancyWrapper") -> None:
+        conn.idle_since = time.monotonic()
         with self._lock:
             self._idle.setdefault(conn.alias, []).append(conn)
             self._idle.move_to_end(conn.alias)
@@ -505,7 +513,19 @@ class _Pool:
             _close_quietly(old)
 
     def _pop_oldest(self) -> "TenancyWrapper":
+        """Take the idle connection to close next: the least recently returned database's,
+        unless that database was returned within `SPARE_FIRST_S` and another database has
+        spare copies idle (opened for concurrent requests to it): then the oldest of those
+        spares. So every database in recent use keeps one connection before any keeps two;
+        one no request has returned for a while goes first (decision 0060)."""
         alias, stack = next(iter(self._idle.items()))
+        if (
+            len(stack) == 1
+            and self.size > len(self._idle)  # some database has spare copies idle
+            and time.monotonic() - stack[0].idle_since < SPARE_FIRST_S
+        ):
+            alias = next(a for a, spares in self._idle.items() if len(spares) > 1)
+            stack = self._idle[alias]
         conn = stack.pop(0)
         if not stack:
             del self._idle[alias]
@@ -513,7 +533,7 @@ class _Pool:
         return conn
 
     def close_oldest(self) -> bool:
-        """Close the least recently returned idle connection; False if there is none."""
+        """Close the idle connection `_pop_oldest` picks; False if there is none."""
         with self._lock:
             if not self.size:
                 return False

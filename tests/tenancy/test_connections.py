@@ -71,6 +71,67 @@ def test_a_thread_over_its_share_closes_its_oldest_and_the_pool_keeps_at_most_it
     assert tenant_connections.idle_aliases() == []
 
 
+def four_idle_for_three_places(settings):
+    """An older database idle once, a busy one idle twice (a concurrent request opened a second
+    copy), a newest one idle once; the pool keeps 3. Return the three tenants and the open
+    count before the last give-back."""
+    settings.TENANCY_IDLE_CONNECTIONS = 3
+    older, _ = idle_in_the_pool("older")
+    busy = tenant_create(slug="busy")
+    touch_all([busy])  # this thread holds busy's connection...
+    # ...so a concurrent request to it opens a second one, and gives it back when it ends.
+    assert in_another_thread(lambda: touch_all([busy])) is None
+    tenant_connections.give_back()
+    newest = tenant_create(slug="newest")
+    touch_all([newest])
+    before = tenant_connections.open_count()
+    tenant_connections.give_back()  # 4 idle, limit 3: one is closed
+    return older, busy, newest, before
+
+
+def served_from_the_pool(tenants) -> int:
+    """Use `tenants` in another thread; return how many connections were open meanwhile."""
+    opened: list[int] = []
+
+    def step() -> None:
+        touch_all(tenants)
+        opened.append(tenant_connections.open_count())  # before the thread gives them back
+
+    assert in_another_thread(step) is None
+    return opened[0]
+
+
+@pytest.mark.django_db(transaction=True)  # another thread opens a file: its gate reads the registry
+def test_the_pool_closes_a_spare_copy_before_the_only_idle_connection_of_a_recent_database(
+    settings,
+):
+    """Past its limit the pool closes a spare copy of a database that has several idle, not the
+    only idle connection of a database returned a moment ago: that database's next request would
+    open its file again."""
+    older, busy, newest, before = four_idle_for_three_places(settings)
+
+    aliases = [tenant_alias(t.id) for t in (older, busy, newest)]
+    assert tenant_connections.idle_aliases() == aliases
+    # busy's spare is closed, but SQLite keeps its descriptor while busy's other copy is open,
+    # and the budget keeps counting it.
+    assert tenant_connections.open_count() == before == 4
+    assert served_from_the_pool([older, busy, newest]) == 4  # no file opened again
+    tenant_connections.close_all()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_pool_closes_a_database_idle_for_a_while_before_a_spare_copy(settings, monkeypatch):
+    """A database no request returned within SPARE_FIRST_S goes before the spare copy of a busy
+    one, as the least recently returned always did: a working set that moved on does not keep
+    its old databases open at the expense of the busy one's spares."""
+    monkeypatch.setattr(tenant_connections, "SPARE_FIRST_S", 0.0)  # every return is old now
+    _older, busy, newest, before = four_idle_for_three_places(settings)
+
+    assert tenant_connections.idle_aliases() == [tenant_alias(t.id) for t in (busy, newest)]
+    assert tenant_connections.open_count() == before - 1 == 3  # busy keeps both of its copies
+    tenant_connections.close_all()
+
+
 def descriptors_of(path: Path) -> int:
     """Open descriptors of this process on `path` itself (not its -wal or -shm)."""
     count = 0

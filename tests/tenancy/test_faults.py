@@ -345,8 +345,8 @@ def test_descriptor_budget_follows_rlimit_nofile(settings):
     settings.TENANCY_MAX_OPEN_DATABASES = 100_000
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
-        # 256 - (32 + 8 x 8 + 256 / 4) = 96 descriptors for databases: 32 of them, 4 a thread.
-        assert tenant_connections.max_open_databases() == 32
-        assert tenant_connections.per_thread_limit() == 4
+        # 256 - (32 + 8 x 8 + 256 / 4) = 96 descriptors for databases: 24 of them, 3 a thread.
+        assert tenant_connections.max_open_databases() == 24
+        assert tenant_connections.per_thread_limit() == 3
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -16,9 +16,11 @@ once (a command walking the fleet) closes its least recently used ones.
 
 Budgets (decision 0018): a process keeps at most `max_open_databases()` of these connections
 open, derived from `RLIMIT_NOFILE` (4 descriptors each) and `TENANCY_MAX_OPEN_DATABASES`, of
-which at most `TENANCY_IDLE_CONNECTIONS` idle in the pool (the least recently returned are
-closed). At the budget, opening another closes idle ones first; if every connection is in use,
-the request answers 503.
+which at most `TENANCY_IDLE_CONNECTIONS` idle in the pool (past it, spare copies of a database
+are closed before the only one of a database in recent use, then the least recently returned;
+decision 0060). A closed connection keeps its slot while SQLite keeps its descriptor
+(`_DeferredCloses`). At the budget, opening another closes idle ones first; if every
+connection is in use, the request answers 503.
 
 Faults (decision 0017): a file is checked before it is opened and each time a cached connection
 is taken (`touch`); a connection that hit an I/O, read-only, corruption, CANTOPEN or "not a
@@ -204,11 +206,17 @@ class _DeferredCloses:
         # (device, inode) of a database file -> [connections open to it, deferred descriptors]
         self._files: dict[tuple[int, int], list[int]] = {}
 
+    # A connection wrapper is freed by the garbage collector, which runs its finalizer
+    # (`_release`, which calls `closed`) in whichever thread allocated a tracked object at that
+    # moment: nothing under this lock may allocate one (a list, a tuple, a bound method), or a
+    # collection there would take the lock again in the same thread and hang it.
+
     def opened(self, key: tuple[int, int]) -> None:
-        """Count a connection opened to `key`; one opened while a descriptor of that file
-        waited reused it (SQLite looks for one first), and that descriptor's slot is free."""
+        """Count a connection about to open `key`; one opened while a descriptor of that file
+        waited reuses it (SQLite looks for one first), and that descriptor's slot is free."""
+        fresh = [0, 0]  # allocated before the lock (see above)
         with self._lock:
-            counts = self._files.setdefault(key, [0, 0])
+            counts = self._files.setdefault(key, fresh)
             counts[0] += 1
             reused = counts[1] > 0
             if reused:
@@ -231,11 +239,6 @@ class _DeferredCloses:
         for _ in range(counts[1]):
             _open.give_back()
         return False
-
-    def deferred(self) -> int:
-        """Return how many closed connections' descriptors SQLite still keeps open."""
-        with self._lock:
-            return sum(counts[1] for counts in self._files.values())
 
 
 _deferred = _DeferredCloses()
@@ -341,6 +344,11 @@ class TenancyWrapper(SQLiteWrapper):
         except faults.FileFault as exc:
             raise self._fail(exc.fault, exc.message) from None
         self._take_slot()
+        if before is not None and self._slot_place is not None:
+            # Counted before SQLite opens the file: from then on its locks keep the file's
+            # deferred descriptors open, whatever another thread closes meanwhile.
+            self._slot_place.key = (before.st_dev, before.st_ino)
+            _deferred.opened(self._slot_place.key)
         try:
             try:
                 conn = super().get_new_connection(conn_params)
@@ -369,9 +377,6 @@ class TenancyWrapper(SQLiteWrapper):
             raise self._fail(faults.Fault.DAMAGED, "the file was replaced while being opened")
         wal = os.stat(self._wal_path)  # journal_mode=WAL has opened it
         self._identity = (after.st_dev, after.st_ino, wal.st_dev, wal.st_ino)
-        if self._slot_place is not None:
-            self._slot_place.key = (after.st_dev, after.st_ino)
-            _deferred.opened(self._slot_place.key)
         self._size, self._mtime_ns = after.st_size, after.st_mtime_ns
         assert self.database is not None
         if faults.needs_recheck(self.database, self.path):
@@ -436,7 +441,7 @@ class TenancyWrapper(SQLiteWrapper):
 
         if taken():
             return
-        # At the budget: close idle connections of the pool (`_Pool._pop_oldest`'s order),
+        # At the budget: close idle connections of the pool, least recently returned first,
         # then this thread's own that no transaction holds (never another thread's in use).
         while _pool.close_oldest():
             if taken():
@@ -512,7 +517,7 @@ class _Pool:
         for old in surplus:
             _close_quietly(old)
 
-    def _pop_oldest(self) -> "TenancyWrapper":
+    def _pop_oldest(self, spares_first: bool = True) -> "TenancyWrapper":
         """Take the idle connection to close next: the least recently returned database's,
         unless that database was returned within `SPARE_FIRST_S` and another database has
         spare copies idle (opened for concurrent requests to it): then the oldest of those
@@ -520,7 +525,8 @@ class _Pool:
         one no request has returned for a while goes first (decision 0060)."""
         alias, stack = next(iter(self._idle.items()))
         if (
-            len(stack) == 1
+            spares_first
+            and len(stack) == 1
             and self.size > len(self._idle)  # some database has spare copies idle
             and time.monotonic() - stack[0].idle_since < SPARE_FIRST_S
         ):
@@ -533,11 +539,13 @@ class _Pool:
         return conn
 
     def close_oldest(self) -> bool:
-        """Close the idle connection `_pop_oldest` picks; False if there is none."""
+        """Close the least recently returned database's oldest idle connection; False if there
+        is none. For the budget: a spare copy would free no slot while its database's other
+        copy stays open (SQLite keeps its descriptor, `_DeferredCloses`)."""
         with self._lock:
             if not self.size:
                 return False
-            conn = self._pop_oldest()
+            conn = self._pop_oldest(spares_first=False)
         _close_quietly(conn)
         return True
 

@@ -278,6 +278,6 @@ def test_ulimit_256_with_16_clients_over_300_runs_drops_nothing(gunicorn_server)
     assert worker_pids(log) == workers, log.read_text()[-3000:]  # no worker exited or restarted
     for pid in workers:
         # README: worst-case RSS per worker = 150 MiB + open databases x (cache + 256 KiB).
-        assert rss_kib(pid) <= 150 * 1024 + 32 * (256 + 256), rss_kib(pid)
+        assert rss_kib(pid) <= 150 * 1024 + 24 * (256 + 256), rss_kib(pid)
     assert "Too many open files" not in log.read_text()
     stop_gunicorn(live.proc)

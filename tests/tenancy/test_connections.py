@@ -1,4 +1,6 @@
+import gc
 import os
+import threading
 from contextlib import suppress
 from pathlib import Path
 
@@ -103,11 +105,12 @@ def served_from_the_pool(tenants) -> int:
 
 @pytest.mark.django_db(transaction=True)  # another thread opens a file: its gate reads the registry
 def test_the_pool_closes_a_spare_copy_before_the_only_idle_connection_of_a_recent_database(
-    settings,
+    settings, monkeypatch
 ):
     """Past its limit the pool closes a spare copy of a database that has several idle, not the
     only idle connection of a database returned a moment ago: that database's next request would
     open its file again."""
+    monkeypatch.setattr(tenant_connections, "SPARE_FIRST_S", 3600.0)  # every return is recent
     older, busy, newest, before = four_idle_for_three_places(settings)
 
     aliases = [tenant_alias(t.id) for t in (older, busy, newest)]
@@ -167,6 +170,35 @@ def test_a_closed_copy_keeps_its_slot_while_sqlite_keeps_its_descriptor():
     tenant_connections.close_all()  # the file's last connections: everything is released
     assert descriptors_of(path) == 0
     assert tenant_connections.open_count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_freed_by_the_garbage_collector_is_counted_like_a_closed_one():
+    """A thread that ends without giving its connection back leaves it to the garbage
+    collector: its slot follows the same rule as an explicit close (kept while SQLite keeps the
+    descriptor, freed with the file's last connection), never given back twice."""
+    tenant = tenant_create(slug="collected")
+    path = absolute(tenant.database.path)
+    touch_all([tenant])  # this thread holds one connection to the file
+
+    def opens_and_ends() -> None:
+        touch_all([tenant])  # a second connection, never given back
+        connections.close_all()  # the control plane's, as a request's end does
+
+    thread = threading.Thread(target=opens_and_ends)
+    thread.start()
+    thread.join()
+    del thread
+    gc.collect()  # the wrapper is in a reference cycle: only a collection frees it
+    # One connection of the file open (this thread's), one closed whose descriptor SQLite kept.
+    file = os.stat(path)
+    assert tenant_connections._deferred._files[(file.st_dev, file.st_ino)] == [1, 1]
+    assert tenant_connections.open_count() == 2  # ...and still counted
+
+    tenant_connections.close_all()
+    gc.collect()
+    assert tenant_connections.open_count() == 0
+    assert descriptors_of(path) == 0
 
 
 def test_a_connection_given_back_serves_the_next_thread_without_opening_the_file():

@@ -244,18 +244,10 @@ class _DeferredCloses:
 _deferred = _DeferredCloses()
 
 
-class _Slot:
-    """A connection's place in the budget; `key` is its file once open (see `_release`)."""
-
-    __slots__ = ("key",)
-
-    def __init__(self) -> None:
-        self.key: tuple[int, int] | None = None
-
-
-def _release(slot: _Slot) -> None:
-    """Give a closed (or collected) connection's slot back, unless SQLite kept its descriptor."""
-    if slot.key is not None and _deferred.closed(slot.key):
+def _release(key: tuple[int, int] | None) -> None:
+    """Give a closed (or collected) connection's slot back, unless SQLite kept its descriptor
+    (`key`: the file's device and inode; None for a connection whose file is not checked)."""
+    if key is not None and _deferred.closed(key):
         return
     _open.give_back()
 
@@ -312,7 +304,6 @@ class TenancyWrapper(SQLiteWrapper):
         self._wal_path = faults.wal_path(path)
         self.borrowed_at_release = 0  # `_releases` when this thread took it (see `_return`)
         self._slot: weakref.finalize | None = None
-        self._slot_place: _Slot | None = None
         self.idle_since = 0.0  # time.monotonic() when it last went into the idle pool
 
     @cached_property
@@ -343,12 +334,7 @@ class TenancyWrapper(SQLiteWrapper):
             before = faults.check_file(self.path) if checked else None
         except faults.FileFault as exc:
             raise self._fail(exc.fault, exc.message) from None
-        self._take_slot()
-        if before is not None and self._slot_place is not None:
-            # Counted before SQLite opens the file: from then on its locks keep the file's
-            # deferred descriptors open, whatever another thread closes meanwhile.
-            self._slot_place.key = (before.st_dev, before.st_ino)
-            _deferred.opened(self._slot_place.key)
+        self._take_slot(None if before is None else (before.st_dev, before.st_ino))
         try:
             try:
                 conn = super().get_new_connection(conn_params)
@@ -429,14 +415,18 @@ class TenancyWrapper(SQLiteWrapper):
         if (wal.st_dev, wal.st_ino) != self._identity[2:]:
             raise self._fail(faults.Fault.DAMAGED, "its -wal file was replaced while open")
 
-    def _take_slot(self) -> None:
+    def _take_slot(self, key: tuple[int, int] | None) -> None:
+        """Take a place in the budget for a connection about to open the file `key`. It is
+        counted on that file before SQLite opens it: from then on its locks keep the file's
+        deferred descriptors open, whatever another thread closes meanwhile."""
         limit = max_open_databases()
 
         def taken() -> bool:
             if not _open.try_take(limit):
                 return False
-            self._slot_place = _Slot()
-            self._slot = weakref.finalize(self, _release, self._slot_place)
+            self._slot = weakref.finalize(self, _release, key)
+            if key is not None:
+                _deferred.opened(key)
             return True
 
         if taken():
@@ -460,7 +450,7 @@ class TenancyWrapper(SQLiteWrapper):
     def _give_slot_back(self) -> None:
         if self._slot is not None:
             self._slot()  # `_release`, once: the finalizer is then dead
-            self._slot = self._slot_place = None
+            self._slot = None
 
     def _close(self) -> None:
         try:
@@ -578,7 +568,7 @@ _abandoned_at_fork: list[list["TenancyWrapper"]] = []
 def _forget_pool_in_child() -> None:
     """In a forked child: forget the idle pool and the forking thread's borrowed connections
     (other threads do not exist in the child); the child opens its own."""
-    global _pool
+    global _pool, _deferred
     inherited = [conn for stack in _pool._idle.values() for conn in stack]
     lru = _lru()
     inherited += [conn for alias in list(lru) if (conn := _forget(alias, lru)) is not None]
@@ -586,7 +576,7 @@ def _forget_pool_in_child() -> None:
     _pool = _Pool()
     _open.value = 0
     _open._lock = threading.Lock()
-    _deferred.__init__()  # type: ignore[misc]
+    _deferred = _DeferredCloses()
 
 
 os.register_at_fork(after_in_child=_forget_pool_in_child)

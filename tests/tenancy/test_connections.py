@@ -18,16 +18,17 @@ from tests.tenancy.threads import in_another_thread
 pytestmark = pytest.mark.django_db
 
 
-def open_fds_under(directory: Path) -> int:
-    count = 0
+def fd_targets() -> list[str]:
+    """What this process's open descriptors point to."""
+    targets = []
     for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(str(directory / "tenants")):
-            count += 1
-    return count
+        with suppress(OSError):
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return targets
+
+
+def open_fds_under(directory: Path) -> int:
+    return sum(target.startswith(str(directory / "tenants")) for target in fd_targets())
 
 
 def touch_all(tenants) -> None:
@@ -137,11 +138,7 @@ def test_the_pool_closes_a_database_idle_for_a_while_before_a_spare_copy(setting
 
 def descriptors_of(path: Path) -> int:
     """Open descriptors of this process on `path` itself (not its -wal or -shm)."""
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        with suppress(OSError):
-            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
-    return count
+    return fd_targets().count(str(path))
 
 
 @pytest.mark.django_db(transaction=True)  # another thread opens a file: its gate reads the registry
